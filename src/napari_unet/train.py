@@ -1,0 +1,190 @@
+"""Training as a generator: one yield per optimisation step, a stop predicate, no Qt.
+
+The same loop trains the bundled model (``scripts/train_bundled.py``) and fine-tunes a
+model on a user's corrections. Each step draws augmented crops from the samples
+(:mod:`napari_unet.augment`), encodes the labels as background / interior / boundary
+(:mod:`napari_unet.targets`) and minimises a weighted cross-entropy. Pixels outside a
+sample's ``mask`` get weight 0: they are "not annotated", never learned as background.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .augment import AugmentParams, jitter_intensity, random_crop
+from .devices import autocast_dtype, select_device
+from .model import Model
+from .targets import encode_classes, weight_map
+
+
+class NoAnnotationError(ValueError):
+    """Nothing to learn from: no annotated pixels in any sample."""
+
+
+@dataclass
+class Sample:
+    """One training image: ``image`` (C, H, W) normalised float32, ``labels`` (H, W) instance
+    ids (0 = background), ``mask`` (H, W) bool of the pixels that count (None = all)."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    mask: np.ndarray | None = None
+    weight: float = 1.0
+    centers: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.image.ndim == 2:
+            self.image = self.image[None]
+        if self.image.ndim != 3:
+            raise ValueError(f"sample image must be (C, H, W) or (H, W), got {self.image.shape}")
+        if self.image.shape[1:] != self.labels.shape:
+            raise ValueError(f"image {self.image.shape[1:]} and labels {self.labels.shape} differ in shape")
+        if self.labels.dtype.kind not in "iu":
+            raise ValueError(f"labels must be integers, not {self.labels.dtype}")
+        if self.mask is not None:
+            if self.mask.shape != self.labels.shape:
+                raise ValueError("mask and labels differ in shape")
+            if self.centers is None:
+                pts = np.argwhere(self.mask)
+                step = max(1, len(pts) // 20000)
+                self.centers = pts[::step]
+
+    @property
+    def annotated_pixels(self) -> int:
+        return int(self.labels.size if self.mask is None else self.mask.sum())
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int | None = 1000
+    time_budget: float | None = None  # seconds of training; whichever of steps/time ends first
+    batch_size: int = 8
+    crop: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 50
+    schedule: str = "cosine"  # "cosine" over ``steps``, or "constant"
+    boundary_weight: float = 2.0
+    touch_weight: float = 6.0
+    augment: AugmentParams = AugmentParams()
+    amp: bool | None = None  # None: bf16 where the hardware has it
+    seed: int = 0
+    freeze_batchnorm: bool = False  # keep running statistics (fine-tuning on few images)
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    step: int
+    loss: float
+    lr: float
+    elapsed: float
+    steps_per_second: float
+
+
+def make_batch(
+    samples: Sequence[Sample],
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    probabilities: np.ndarray | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images N,C,H,W float32; classes N,H,W int64; weights N,H,W float32)."""
+    imgs, classes, weights = [], [], []
+    for _ in range(cfg.batch_size):
+        s = samples[rng.choice(len(samples), p=probabilities)]
+        img, lab, msk = random_crop(s.image, s.labels, s.mask, cfg.crop, rng, cfg.augment, s.centers)
+        img = jitter_intensity(img, rng, cfg.augment)
+        w = weight_map(lab, cfg.boundary_weight, cfg.touch_weight)
+        if msk is not None:
+            w[~msk] = 0.0
+        imgs.append(img)
+        classes.append(encode_classes(lab))
+        weights.append(w)
+    return (
+        torch.from_numpy(np.stack(imgs)),
+        torch.from_numpy(np.stack(classes).astype(np.int64)),
+        torch.from_numpy(np.stack(weights)),
+    )
+
+
+def weighted_loss(logits: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted cross-entropy; pixels of weight 0 contribute nothing, not even to the mean."""
+    ce = nn.functional.cross_entropy(logits.float(), classes, reduction="none")
+    return (ce * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def _lr_at(step: int, elapsed: float, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay over the steps or the time budget (whichever ends first)."""
+    warm = min(1.0, (step + 1) / max(cfg.warmup, 1))
+    if cfg.schedule != "cosine":
+        return cfg.lr * warm
+    fracs = []
+    if cfg.steps:
+        fracs.append(step / cfg.steps)
+    if cfg.time_budget:
+        fracs.append(elapsed / cfg.time_budget)
+    frac = min(max(fracs, default=0.0), 1.0)
+    return cfg.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def iter_train(
+    model: Model,
+    samples: Sequence[Sample],
+    cfg: TrainConfig = TrainConfig(),
+    stop: Callable[[], bool] = lambda: False,
+    device: str | torch.device = "auto",
+) -> Generator[TrainStep, None, Model]:
+    """Train ``model.net`` in place; yield after every step; return the model.
+
+    Ends after ``cfg.steps`` steps, ``cfg.time_budget`` seconds, or when ``stop()`` is true.
+    """
+    if not samples:
+        raise NoAnnotationError("no training images given")
+    if sum(s.annotated_pixels for s in samples) == 0:
+        raise NoAnnotationError("no annotated pixels: paint labels or mark reviewed regions first")
+    if cfg.steps is None and cfg.time_budget is None:
+        raise ValueError("give a number of steps or a time budget")
+    dev = device if isinstance(device, torch.device) else select_device(device)
+    amp_dtype = autocast_dtype(dev) if cfg.amp in (None, True) else None
+    net = model.net.to(dev).to(memory_format=torch.channels_last)
+    net.train()
+    if cfg.freeze_batchnorm:
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    weights = np.array([s.weight * s.annotated_pixels for s in samples], np.float64)
+    probs = weights / weights.sum()
+    start = time.perf_counter()
+    step = 0
+    try:
+        while not stop():
+            if cfg.steps is not None and step >= cfg.steps:
+                break
+            if cfg.time_budget is not None and time.perf_counter() - start >= cfg.time_budget:
+                break
+            lr = _lr_at(step, time.perf_counter() - start, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x, y, w = make_batch(samples, cfg, rng, probs)
+            x = x.to(dev).contiguous(memory_format=torch.channels_last)
+            y, w = y.to(dev), w.to(dev)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = net(x)
+            loss = weighted_loss(logits, y, w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            elapsed = time.perf_counter() - start
+            yield TrainStep(step, float(loss.detach()), lr, elapsed, step / elapsed)
+    finally:
+        net.eval()
+    return model
