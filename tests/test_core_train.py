@@ -1,0 +1,133 @@
+"""Training core without Qt: targets, loss weighting, the step generator and its stop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.model import Model, UNet, UNetConfig
+from napari_unet.targets import BACKGROUND, BOUNDARY, INTERIOR, encode_classes, touching_zone, weight_map
+from napari_unet.train import (
+    NoAnnotationError,
+    Sample,
+    TrainConfig,
+    iter_train,
+    make_batch,
+    weighted_loss,
+)
+
+torch.set_num_threads(1)
+
+
+def two_touching_squares() -> np.ndarray:
+    lab = np.zeros((20, 30), np.int32)
+    lab[5:15, 5:15] = 1
+    lab[5:15, 15:25] = 2
+    return lab
+
+
+def test_encode_classes_separates_touching_objects() -> None:
+    lab = two_touching_squares()
+    cls = encode_classes(lab)
+    assert cls[0, 0] == BACKGROUND
+    assert cls[10, 10] == INTERIOR
+    # the two columns where the squares meet are boundary, so interiors do not touch
+    assert (cls[6:14, 14] == BOUNDARY).all() and (cls[6:14, 15] == BOUNDARY).all()
+    from scipy import ndimage as ndi
+
+    assert ndi.label(cls == INTERIOR)[1] == 2
+
+
+def test_touching_zone_and_weights() -> None:
+    lab = two_touching_squares()
+    zone = touching_zone(lab, radius=1)
+    assert zone[10, 14] and zone[10, 15]
+    assert not zone[10, 8] and not zone[0, 0]
+    w = weight_map(lab, boundary_weight=2.0, touch_weight=6.0, touch_radius=1)
+    assert w[0, 0] == 1.0 and w[10, 14] == 6.0 and w[5, 8] == 2.0
+
+
+def synthetic_samples(n: int = 2, size: int = 48, seed: int = 0) -> list[Sample]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        lab = np.zeros((size, size), np.int32)
+        yy, xx = np.mgrid[:size, :size]
+        for i in range(1, 6):
+            cy, cx = rng.integers(6, size - 6, 2)
+            lab[(yy - cy) ** 2 + (xx - cx) ** 2 < 16] = i
+        img = (lab > 0).astype(np.float32) + rng.normal(0, 0.05, lab.shape).astype(np.float32)
+        out.append(Sample(img, lab))
+    return out
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    base = dict(steps=40, batch_size=2, crop=32, lr=5e-3, warmup=1, schedule="constant", amp=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_a_few_steps_lower_the_loss() -> None:
+    torch.manual_seed(0)
+    model = Model(UNet(UNetConfig(base=4, depth=2)))
+    losses = [s.loss for s in iter_train(model, synthetic_samples(), tiny_cfg(), device="cpu")]
+    assert len(losses) == 40
+    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
+    assert not model.net.training, "the net is left in eval mode"
+
+
+def test_stop_predicate_is_honoured() -> None:
+    model = Model(UNet(UNetConfig(base=4, depth=1)))
+    seen = []
+    gen = iter_train(model, synthetic_samples(1), tiny_cfg(steps=100), stop=lambda: len(seen) >= 3, device="cpu")
+    for st in gen:
+        seen.append(st.step)
+    assert seen == [1, 2, 3]
+
+
+def test_ignored_pixels_do_not_change_the_gradient() -> None:
+    """Pixels of weight 0 ("not annotated") must not influence the update at all."""
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(base=4, depth=1, norm="none"))
+    x = torch.randn(1, 1, 16, 16)
+    y = torch.randint(0, 3, (1, 16, 16))
+    w = torch.zeros(1, 16, 16)
+    w[:, :8] = 1.0
+    y2 = y.clone()
+    y2[:, 8:] = (y2[:, 8:] + 1) % 3  # change the labels only where ignored
+
+    def grads(target):
+        net.zero_grad()
+        weighted_loss(net(x), target, w).backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    for a, b in zip(grads(y), grads(y2)):
+        torch.testing.assert_close(a, b)
+
+
+def test_mask_zeroes_weights_in_batches() -> None:
+    s = synthetic_samples(1)[0]
+    mask = np.zeros(s.labels.shape, bool)
+    mask[:, :20] = True
+    sample = Sample(s.image, s.labels, mask)
+    x, y, w = make_batch([sample], tiny_cfg(), np.random.default_rng(1))
+    assert x.shape == (2, 1, 32, 32) and y.dtype == torch.int64
+    assert (w == 0).any() and (w > 0).any()
+
+
+def test_no_annotation_is_refused() -> None:
+    s = synthetic_samples(1)[0]
+    empty = Sample(s.image, s.labels, np.zeros(s.labels.shape, bool))
+    model = Model(UNet(UNetConfig(base=4, depth=1)))
+    with pytest.raises(NoAnnotationError):
+        next(iter_train(model, [empty], tiny_cfg(), device="cpu"))
+    with pytest.raises(NoAnnotationError):
+        next(iter_train(model, [], tiny_cfg(), device="cpu"))
+
+
+def test_sample_shape_and_dtype_checks() -> None:
+    with pytest.raises(ValueError, match="differ in shape"):
+        Sample(np.zeros((10, 10), np.float32), np.zeros((10, 11), np.int32))
+    with pytest.raises(ValueError, match="integers"):
+        Sample(np.zeros((10, 10), np.float32), np.zeros((10, 10), np.float32))

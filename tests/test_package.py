@@ -1,0 +1,61 @@
+"""Packaging promises: a light import, a Qt-free core, the registry."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+CORE = ["model", "targets", "augment", "train", "postprocess", "metrics", "normalize", "devices", "registry"]
+
+
+def run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_import_is_light() -> None:
+    r = run("import sys, napari_unet; print(sorted(m for m in ('torch','qtpy','napari','PyQt6') if m in sys.modules))")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_core_imports_without_qt_or_napari() -> None:
+    """Block Qt/napari/magicgui imports, then import every core module."""
+    modules = [m for m in CORE]
+    for extra in ("tiling", "predict", "axes", "io"):
+        try:
+            __import__(f"napari_unet.{extra}")
+            modules.append(extra)
+        except ImportError:
+            pass
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('qtpy','PyQt5','PyQt6','PySide2','PySide6','napari','magicgui','vispy'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"for m in {modules!r}:\n"
+        "    __import__('napari_unet.' + m)\n"
+        "print('ok')\n"
+    )
+    r = run(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
+
+
+def test_registry_lists_bundled_first(tmp_path, monkeypatch) -> None:
+    torch = pytest.importorskip("torch")
+    from napari_unet.model import Model, ModelFileError, UNet, UNetConfig
+    from napari_unet.registry import BUNDLED_NAME, list_models, load_model, resolve_model_path
+
+    monkeypatch.setenv("NAPARI_UNET_MODEL_DIR", str(tmp_path))
+    torch.set_num_threads(1)
+    Model(UNet(UNetConfig(base=4, depth=1)), {"name": "mine"}).save(tmp_path / "mine-v1.pt")
+    names = [m.name for m in list_models()]
+    assert names == [BUNDLED_NAME, "mine-v1"]
+    assert load_model("mine-v1").card["name"] == "mine"
+    assert resolve_model_path(str(tmp_path / "mine-v1.pt")) == tmp_path / "mine-v1.pt"
+    with pytest.raises(ModelFileError, match="no such model"):
+        load_model("does-not-exist")
