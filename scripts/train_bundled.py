@@ -193,7 +193,7 @@ def _save(model, state, path, args, f1, groups, step, seconds, n_train, n_val) -
         "parent": None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    Model(net, card).save(path)
+    Model(net, card).save(path, half=True)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,26 @@ class UNetConfig:
         return cls(**d)
 
 
+def _load_failure_reason(exc: Exception) -> str:
+    """One line saying why ``torch.load(weights_only=True)`` refused a file."""
+    text = str(exc)
+    if text.startswith("Weights only load failed"):
+        lines = [ln.strip() for ln in text.splitlines()[1:] if ln.strip()]
+        detail = next((ln for ln in lines if "GLOBAL" in ln or "global" in ln), None)
+        if detail:
+            return f"refused: the file holds Python objects that could run code ({detail[:100]})"
+        detail = next((ln for ln in lines if ln.startswith("Unsupported")), "unsupported content")
+        return f"refused: not a plain weights file ({detail[:100]})"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"not a readable model file ({first[:120]})"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _double_conv(cin: int, cout: int, padding: Padding, norm: Norm) -> nn.Sequential:
     pad = 1 if padding == "same" else 0
     layers: list[nn.Module] = []
@@ -188,8 +208,15 @@ class Model:
     def copy(self) -> Model:
         return Model(copy.deepcopy(self.net), copy.deepcopy(self.card), self.source)
 
-    def to_dict(self) -> dict[str, Any]:
-        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+    def to_dict(self, half: bool = False) -> dict[str, Any]:
+        """The file's content. ``half`` stores conv weights as float16 (half the size; BatchNorm
+        statistics stay float32); they are cast back to float32 on load."""
+        state = {}
+        for k, v in self.net.state_dict().items():
+            v = v.detach().cpu().contiguous()
+            if half and v.is_floating_point() and "running_" not in k:
+                v = v.half()
+            state[k] = v
         return {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -198,16 +225,17 @@ class Model:
             "state_dict": state,
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, half: bool = False) -> Path:
         """Write atomically: a crash or full disk never leaves a half-written model file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                torch.save(self.to_dict(), fh)
+                torch.save(self.to_dict(half), fh)
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -226,12 +254,7 @@ class Model:
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure means "not a usable model file"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-                raise ModelFileError(
-                    f"{path}: refused: the file contains Python objects that could run code"
-                ) from None
-            raise ModelFileError(f"{path}: not a readable model file ({first[:120]})") from None
+            raise ModelFileError(f"{path}: {_load_failure_reason(exc)}") from None
         return cls.from_dict(blob, source=str(path))
 
     @classmethod
@@ -239,8 +262,11 @@ class Model:
         where = f"{source}: " if source else ""
         if not isinstance(blob, dict) or blob.get("format") != FORMAT_NAME:
             raise ModelFileError(f"{where}not a napari-unet model file")
-        if int(blob.get("format_version", 0)) > FORMAT_VERSION:
-            raise ModelFileError(f"{where}made by a newer napari-unet (format {blob['format_version']})")
+        version = blob.get("format_version", 0)
+        if not isinstance(version, int):
+            raise ModelFileError(f"{where}bad format version {version!r}")
+        if version > FORMAT_VERSION:
+            raise ModelFileError(f"{where}made by a newer napari-unet (format {version})")
         try:
             config = UNetConfig.from_dict(dict(blob["config"]))
         except (KeyError, TypeError, ValueError) as exc:

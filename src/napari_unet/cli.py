@@ -1,0 +1,440 @@
+"""``napari-unet``: the plugin's segmentation, driven from the shell for batches and clusters.
+
+    napari-unet segment INPUT [INPUT ...] -o OUTDIR [--model NAME_OR_PATH] [--axes AXES] ...
+    napari-unet models
+    napari-unet --version
+
+A batch should survive its bad files: every input that cannot be segmented is reported as
+one line ``error: <file>: <problem>`` on stderr (no traceback) and skipped, the others are
+written, and the exit code says that something failed (1). Problems that concern the whole
+call (unusable model, output folder, device, bad arguments) stop before any work (2).
+Ctrl-C exits with 130 and never leaves a partial label file (outputs are written atomically).
+
+torch is imported only once a model is needed, so ``--help`` and ``--version`` are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from .model import Model
+    from .postprocess import PostprocessParams
+
+EXIT_OK = 0
+EXIT_INPUT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # devices.DEVICE_CHOICES, without importing torch
+AXIS_LETTERS = set("TZCSYX")
+LABELS_SUFFIX = "_labels.tif"
+_STAGE_UNITS = {"predict": "tile", "postprocess": "frame"}  # what predict.Progress counts
+
+
+class InputError(Exception):
+    """One input cannot be processed; the message is the one line shown to the user."""
+
+
+def _err(subject: object, problem: str) -> None:
+    print(f"error: {subject}: {_one_line(problem)}", file=sys.stderr, flush=True)
+
+
+def _one_line(text: str) -> str:
+    text = str(text).strip()
+    return " ".join(text.split("\n")[0].split()) if text else "unknown error"
+
+
+def _strip_prefix(msg: str, *prefixes: object) -> str:
+    """Errors from the core often start with the path; the CLI line names the subject already."""
+    for prefix in prefixes:
+        p = f"{prefix}: "
+        if prefix is not None and msg.startswith(p):
+            return msg[len(p) :]
+    return msg
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), not {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return value
+
+
+def _axes_arg(text: str) -> str:
+    axes = text.strip().upper()
+    if not axes or set(axes) - AXIS_LETTERS or len(set(axes)) != len(axes):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use each of the letters T, Z, C (or S), Y, X at most once, e.g. ZYX or YXC"
+        )
+    return axes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-unet",
+        description="U-Net segmentation of microscopy images (the napari-unet plugin, from the shell).",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    seg = sub.add_parser(
+        "segment",
+        help="segment images into instance labels",
+        description="Segment images into integer instance labels, written as OUTDIR/<name>_labels.tif "
+        "(the input's shape without its channel axis). Bad inputs are reported and skipped.",
+    )
+    seg.add_argument("inputs", nargs="+", metavar="INPUT", help=".tif/.tiff/.ome.tif/.png/.jpg images")
+    seg.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
+    seg.add_argument(
+        "--model", default=None, metavar="NAME_OR_PATH", help="model name or .pt file (default: nuclei)"
+    )
+    seg.add_argument(
+        "--axes",
+        type=_axes_arg,
+        default=None,
+        help="axis order of the inputs, e.g. YX, ZYX, TZYX, YXC (default: from the file, else guessed)",
+    )
+    seg.add_argument(
+        "--channel", type=_non_negative_int, default=None, metavar="N", help="channel to segment (0-based)"
+    )
+    seg.add_argument(
+        "--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default: auto)"
+    )
+    seg.add_argument(
+        "--threshold",
+        type=_probability,
+        default=None,
+        metavar="F",
+        help="foreground probability threshold (default: the model's)",
+    )
+    seg.add_argument(
+        "--min-size",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="drop objects smaller than N pixels/voxels (default: the model's)",
+    )
+    seg.add_argument("--overwrite", action="store_true", help="replace existing label files")
+
+    sub.add_parser("models", help="list available models", description="List bundled and saved models.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``napari-unet`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if args.command == "segment":
+            return _segment(args)
+        if args.command == "models":
+            return _models()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+# --- napari-unet models ---------------------------------------------------------------------------
+
+
+def _metric_text(card: dict[str, Any]) -> str:
+    metrics = card.get("metrics")
+    if not isinstance(metrics, dict):
+        return ""
+    scalars = [f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))]
+    return ", ".join(scalars[:3])
+
+
+def _models() -> int:
+    from .model import Model, ModelFileError
+    from .registry import list_models
+
+    for info in list_models():
+        kind = "bundled" if info.bundled else "saved"
+        if not info.path.is_file():
+            print(f"{info.name}  [{kind}]  (not installed: {info.path} is missing)")
+            continue
+        try:
+            card = Model.load(info.path).card
+        except (ModelFileError, OSError) as exc:
+            print(f"{info.name}  [{kind}]  (unreadable: {_strip_prefix(_one_line(str(exc)), info.path)})")
+            continue
+        head = f"{info.name}  [{kind}]"
+        card_name = card.get("name")
+        if card_name and card_name != info.name:
+            head += f"  (card name: {card_name})"
+        metric = _metric_text(card)
+        if metric:
+            head += f"  {metric}"
+        print(head)
+        description = card.get("description")
+        if description:
+            print(f"    {_one_line(str(description))}")
+        print(f"    {info.path}")
+    return EXIT_OK
+
+
+# --- napari-unet segment --------------------------------------------------------------------------
+
+
+def _prepare_output_dir(outdir: Path) -> str | None:
+    """Make sure labels can be written before spending time on a model; None or the problem."""
+    if outdir.exists() and not outdir.is_dir():
+        return "exists and is not a folder"
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create output folder ({exc.strerror or exc})"
+    probe = outdir / f".napari-unet-write-test-{os.getpid()}"
+    try:
+        with open(probe, "wb"):
+            pass
+        probe.unlink()
+    except OSError as exc:
+        return f"output folder is not writable ({exc.strerror or exc})"
+    return None
+
+
+def _load_model(spec: str | None) -> Model:
+    from .model import Model
+    from .registry import resolve_model_path
+
+    path = resolve_model_path(spec)
+    return Model.load(path)
+
+
+def _postprocess_params(
+    model: Model, threshold: float | None, min_size: int | None
+) -> PostprocessParams | None:
+    """The model card's postprocessing with the user's overrides; None lets predict choose."""
+    if threshold is None and min_size is None:
+        return None
+    from dataclasses import replace
+
+    from .predict import default_params
+
+    overrides: dict[str, Any] = {}
+    if threshold is not None:
+        overrides["threshold"] = threshold
+    if min_size is not None:
+        overrides["min_size"] = min_size
+    return replace(default_params(model), **overrides)
+
+
+def _output_path(outdir: Path, input_path: Path) -> Path:
+    from .io import image_stem
+
+    return outdir / f"{image_stem(input_path)}{LABELS_SUFFIX}"
+
+
+def _decide_axes(data: np.ndarray, file_axes: str | None, user_axes: str | None) -> str:
+    """--axes, else what the file declares, else a guess that refuses to guess RGB or >4-D."""
+    from .axes import AxesError, guess_axes, validate_axes
+
+    if user_axes is not None:
+        return validate_axes(user_axes, data.shape)
+    if file_axes is not None:
+        return validate_axes(file_axes, data.shape)
+    try:
+        return guess_axes(data.shape)
+    except AxesError as exc:  # its advice "give axes" means, here, the --axes option
+        raise AxesError(str(exc).replace("give axes", "pass --axes")) from None
+
+
+def _run_one(
+    input_path: Path,
+    output: Path,
+    model: Model,
+    args: argparse.Namespace,
+    params: PostprocessParams | None,
+    config: Any,
+) -> int:
+    """Segment one file and write its labels; returns the number of objects. Raises InputError."""
+    from .axes import AxesError, output_axes
+    from .io import ImageReadError, read_image, write_labels
+    from .model import ModelFileError
+    from .normalize import BadImageError
+    from .predict import iter_segment
+
+    user_channel_axis = args.axes is not None and bool(set(args.axes) & {"C", "S"})
+    wants_channels = args.channel is not None or user_channel_axis
+    try:
+        # the user describing a channel axis means the raw array, not a grayscale-collapsed one
+        data, file_axes, meta = read_image(input_path, collapse_gray_rgb=not wants_channels)
+        axes = _decide_axes(data, file_axes, args.axes)
+        if "C" not in axes and args.channel is not None:
+            raise InputError(f"--channel {args.channel} given but the image has no channel axis ({axes})")
+        if "C" in axes:
+            nchan = data.shape[axes.index("C")]
+            if args.channel is not None and args.channel >= nchan:
+                raise InputError(f"--channel {args.channel} out of range: the image has {nchan} channel(s)")
+            if args.channel is None and nchan != model.config.in_channels:
+                raise InputError(
+                    f"image has {nchan} channels (axes {axes}) but the model takes "
+                    f"{model.config.in_channels}: pick one with --channel N"
+                )
+        labels = _drive(
+            iter_segment(data, model=model, axes=axes, channel=args.channel, params=params, config=config),
+            desc=input_path.name,
+        )
+    except (ImageReadError, BadImageError, AxesError, ModelFileError) as exc:
+        raise InputError(str(exc)) from None
+    except ValueError as exc:  # the core's other refusals are one-line ValueErrors too
+        raise InputError(str(exc)) from None
+    except MemoryError:
+        raise InputError("out of memory") from None
+    out_axes: str | None = output_axes(axes)
+    if labels.ndim != len(out_axes):
+        out_axes = None  # predict changed the dimensionality; write without claiming axes
+    try:
+        write_labels(output, labels, axes=out_axes, meta=meta)
+    except OSError as exc:
+        raise InputError(f"cannot write {output} ({exc.strerror or _one_line(str(exc))})") from None
+    return _count_objects(labels)
+
+
+def _count_objects(labels: np.ndarray) -> int:
+    import numpy as np
+
+    flat = labels.ravel()
+    if flat.size == 0 or int(flat.max()) == 0:
+        return 0
+    if int(flat.max()) <= flat.size:  # renumbered labels: a linear-time count
+        return int(np.count_nonzero(np.bincount(flat.astype(np.int64, copy=False))[1:]))
+    return int(np.count_nonzero(np.unique(flat)))
+
+
+def _drive(gen: Any, desc: str) -> np.ndarray:
+    """Run a progress generator to its result, with a tqdm bar when stderr is a terminal."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, total=None, unit="tile", leave=False, file=sys.stderr, disable=not _stderr_is_tty())
+    stage = None
+    try:
+        while True:
+            try:
+                progress = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if bar.total != progress.total:
+                bar.total = progress.total
+            if progress.stage != stage:
+                stage = progress.stage
+                bar.unit = _STAGE_UNITS.get(stage, "step")
+                bar.set_postfix_str(str(stage), refresh=False)
+            bar.n = progress.done
+            bar.refresh()
+    finally:
+        bar.close()
+        gen.close()
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _segment(args: argparse.Namespace) -> int:
+    model_label = args.model if args.model is not None else "nuclei"
+    try:
+        model = _load_model(args.model)
+    except Exception as exc:  # noqa: BLE001 - any failure means "this model cannot be used"
+        msg = _one_line(str(exc))
+        _err(model_label, _strip_prefix(msg, getattr(exc, "filename", None), *_model_prefixes(args.model)))
+        return EXIT_USAGE
+
+    outdir: Path = args.output
+    problem = _prepare_output_dir(outdir)
+    if problem:
+        _err(outdir, problem)
+        return EXIT_USAGE
+
+    from .devices import select_device
+
+    try:
+        select_device(args.device)
+    except ValueError as exc:
+        _err(f"--device {args.device}", str(exc))
+        return EXIT_USAGE
+
+    from .predict import PredictConfig
+
+    config = PredictConfig(device=args.device)
+    params = _postprocess_params(model, args.threshold, args.min_size)
+
+    failed = 0
+    claimed: dict[Path, str] = {}  # outputs written in this run: same-stem inputs must not clobber
+    for text in args.inputs:
+        input_path = Path(text)
+        output = _output_path(outdir, input_path)
+        if output in claimed:
+            _err(text, f"{output.name} was already written for {claimed[output]} in this run")
+            failed += 1
+            continue
+        if output.exists() and not args.overwrite:
+            _err(text, f"{output} exists (use --overwrite to replace it)")
+            failed += 1
+            continue
+        try:
+            count = _run_one(input_path, output, model, args, params, config)
+        except InputError as exc:
+            _err(text, str(exc))
+            failed += 1
+            continue
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one broken input must not end the batch
+            _err(text, f"unexpected {type(exc).__name__}: {_one_line(str(exc))}")
+            failed += 1
+            continue
+        claimed[output] = text
+        print(f"{text} -> {output} ({count} object{'s' if count != 1 else ''})", flush=True)
+    return EXIT_INPUT_FAILED if failed else EXIT_OK
+
+
+def _model_prefixes(spec: str | None) -> list[str]:
+    """The forms in which a model error message may start with the model's own path or name."""
+    out: list[str] = []
+    if spec is not None:
+        out += [spec, str(Path(spec).expanduser())]
+    try:
+        from .registry import resolve_model_path
+
+        out.append(str(resolve_model_path(spec)))
+    except Exception:  # noqa: BLE001 - only used to tidy a message
+        pass
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

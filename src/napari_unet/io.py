@@ -1,0 +1,371 @@
+"""Images in, label images out: the file side of segmentation, shared by the CLI and the plugin.
+
+Reading returns the pixels, the axes the file itself declares (or ``None`` where it does not
+say) and a small metadata dict, so the caller decides what an ambiguous array means: a
+guessed axis order is worse than asking the user.
+
+Decisions:
+
+* TIFF axes come from tifffile's series axes (ImageJ hyperstack, OME or tifffile "shaped"
+  metadata). Letters are mapped to ours (``S`` samples -> ``C``); if any dimension is of a
+  kind we do not know (tifffile's ``Q``/``I`` "unknown"/"sequence", ``E`` lambda, ...) the
+  axes are reported as ``None`` rather than half-guessed.
+* PNG/JPEG: a colour image is ``"YXC"`` with ``meta["rgb"] = True``; the caller picks a
+  channel. An RGB(A) file whose colour channels are identical (and whose alpha, if any, is
+  fully opaque) is a grayscale image saved as RGB, which many acquisition and export tools do;
+  it is collapsed to ``"YX"`` (``meta["collapsed_rgb"] = True``) because nothing is lost and
+  the user should not need a flag for it. Pass ``collapse_gray_rgb=False`` to get the raw
+  array, e.g. when the user describes the file's axes explicitly.
+* A truncated or corrupt file is an error, never a silently shorter stack: tifffile reads a
+  TIFF whose page chain is cut off as its first page only and merely logs it, so its log is
+  watched while reading.
+* Labels are written atomically (temporary file in the same folder, then ``os.replace``):
+  an interrupted run never leaves a half-written file that looks complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg")
+SUPPORTED_SUFFIXES = (".ome.tif", ".ome.tiff", *TIFF_SUFFIXES, *PLAIN_SUFFIXES)
+
+# tifffile's axis letters that mean the same as ours (TZCYX); S (samples, e.g. RGB) is a channel.
+_TIFF_AXES = {"T": "T", "Z": "Z", "C": "C", "Y": "Y", "X": "X", "S": "C"}
+# tifffile log messages that mean the file is cut off or its structure is broken.
+_CORRUPT_LOG = ("invalid page offset", "corrupted", "failed to reshape", "truncated")
+_IMAGEJ_ORDER = "TZCYX"
+_MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff"}
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be read as an image; the message is one line, without the path."""
+
+
+def image_stem(path: str | os.PathLike) -> str:
+    """File name without its image suffix; ``a.ome.tif`` -> ``a`` (not ``a.ome``)."""
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in SUPPORTED_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def _suffix(path: Path) -> str:
+    lower = path.name.lower()
+    for suffix in SUPPORTED_SUFFIXES:
+        if lower.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:limit]
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise ImageReadError("no such file")
+    if path.is_dir():
+        raise ImageReadError("is a folder, not an image file")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageReadError(f"cannot read file ({exc.strerror or _first_line(exc)})") from None
+    if size == 0:
+        raise ImageReadError("file is empty (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise ImageReadError("permission denied")
+
+
+def _native(data: np.ndarray) -> np.ndarray:
+    """Native byte order: torch and most of numpy's fast paths refuse big-endian arrays."""
+    return data if data.dtype.isnative else data.astype(data.dtype.newbyteorder("="))
+
+
+def _check_pixels(data: np.ndarray) -> np.ndarray:
+    if data.size == 0:
+        raise ImageReadError(f"image has no pixels (shape {tuple(data.shape)})")
+    if data.dtype.kind not in "biuf":
+        raise ImageReadError(f"unsupported pixel type {data.dtype}")
+    return _native(np.asarray(data))
+
+
+def map_tiff_axes(file_axes: str) -> str | None:
+    """tifffile axis letters -> ours (TZCYX), or ``None`` if any dimension's meaning is unknown."""
+    out = []
+    for letter in file_axes.upper():
+        ours = _TIFF_AXES.get(letter)
+        if ours is None:
+            return None
+        out.append(ours)
+    axes = "".join(out)
+    if len(set(axes)) != len(axes) or "Y" not in axes or "X" not in axes:
+        return None  # e.g. both C and S: ambiguous; no Y/X: not an image in our sense
+    return axes
+
+
+class _LogCatcher(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _tifffile_log() -> Iterator[_LogCatcher]:
+    """Collect tifffile's warnings instead of letting them reach stderr (they signal corruption)."""
+    logger = logging.getLogger("tifffile")
+    catcher = _LogCatcher()
+    logger.addHandler(catcher)
+    try:
+        yield catcher
+    finally:
+        logger.removeHandler(catcher)
+
+
+def _pixel_sizes_imagej(tif: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    ij = tif.imagej_metadata or {}
+    sizes: dict[str, float] = {}
+    page = tif.pages[0]
+    try:
+        xres = page.tags["XResolution"].value
+        yres = page.tags["YResolution"].value
+        if xres[0] and yres[0] and (xres, yres) != ((1, 1), (1, 1)):
+            sizes["X"] = xres[1] / xres[0]
+            sizes["Y"] = yres[1] / yres[0]
+    except (KeyError, TypeError, IndexError, ZeroDivisionError):
+        pass
+    spacing = ij.get("spacing")
+    if isinstance(spacing, (int, float)) and spacing > 0:
+        sizes["Z"] = float(spacing)
+    if sizes:
+        meta["pixel_size"] = sizes
+        unit = ij.get("unit")
+        if isinstance(unit, str) and unit:
+            meta["unit"] = "µm" if unit in ("micron", "um", "\\u00B5m") else unit
+    return meta
+
+
+def _pixel_sizes_ome(tif: Any) -> dict[str, Any]:
+    try:
+        root = ET.fromstring(tif.ome_metadata)
+    except (ET.ParseError, TypeError, ValueError):
+        return {}
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
+    if pixels is None:
+        return {}
+    sizes: dict[str, float] = {}
+    for ax in "XYZ":
+        value = pixels.get(f"PhysicalSize{ax}")
+        try:
+            if value is not None and float(value) > 0:
+                sizes[ax] = float(value)
+        except ValueError:
+            pass
+    if not sizes:
+        return {}
+    return {"pixel_size": sizes, "unit": pixels.get("PhysicalSizeXUnit", "µm")}
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, str | None, dict[str, Any]]:
+    import tifffile
+
+    file_size = path.stat().st_size
+    with _tifffile_log() as log:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                if not tif.series:
+                    raise ImageReadError("TIFF file contains no images")
+                series = tif.series[0]
+                # every strip/tile of the series must lie inside the file: else it is truncated
+                for page in series.pages:
+                    if page is None:
+                        continue
+                    for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
+                        if count and offset + count > file_size:
+                            raise ImageReadError("truncated TIFF (image data runs past the end of the file)")
+                data = series.asarray()
+                file_axes = str(series.axes)
+                meta: dict[str, Any] = {"format": "tiff", "file_axes": file_axes}
+                if tif.is_ome:
+                    meta["format"] = "ome-tiff"
+                    meta.update(_pixel_sizes_ome(tif))
+                elif tif.is_imagej:
+                    meta["format"] = "imagej-tiff"
+                    meta.update(_pixel_sizes_imagej(tif))
+                if len(tif.series) > 1:
+                    meta["series"] = len(tif.series)
+        except ImageReadError:
+            raise
+        except tifffile.TiffFileError as exc:
+            msg = _first_line(exc)
+            if msg.startswith("not a TIFF file"):
+                raise ImageReadError("not a TIFF file") from None
+            raise ImageReadError(f"corrupt TIFF ({msg})") from None
+        except MemoryError:
+            raise ImageReadError("image is too large to load into memory") from None
+        except Exception as exc:  # noqa: BLE001 - decoders raise anything on bad bytes
+            raise ImageReadError(f"truncated or corrupt TIFF ({_first_line(exc)})") from None
+    broken = [m for m in log.messages if any(k in m.lower() for k in _CORRUPT_LOG)]
+    if broken:
+        detail = broken[-1].split("> ", 1)[-1]
+        raise ImageReadError(f"truncated or corrupt TIFF ({_first_line(Exception(detail))})")
+    data = _check_pixels(data)
+    axes = map_tiff_axes(file_axes) if len(file_axes) == data.ndim else None
+    if axes is not None and "C" in axes and file_axes.upper().endswith("S") and data.shape[-1] in (3, 4):
+        meta["rgb"] = True
+    return data, axes, meta
+
+
+def _read_plain(path: Path, suffix: str, collapse_gray_rgb: bool) -> tuple[np.ndarray, str | None, dict]:
+    import imageio.v3 as iio
+
+    kind = "png" if suffix == ".png" else "jpeg"
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if not head.startswith(_MAGIC[kind]):  # decoders give baffling messages for non-images
+        raise ImageReadError(f"not a {kind.upper()} image (unrecognised content)")
+    try:
+        data = np.asarray(iio.imread(path))
+    except MemoryError:
+        raise ImageReadError("image is too large to load into memory") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError...
+        msg = _first_line(exc)
+        if "truncated" in msg.lower():
+            raise ImageReadError(f"truncated {kind.upper()} file") from None
+        if "could not find a backend" in msg.lower():
+            raise ImageReadError(f"not a {kind.upper()} image (unrecognised content)") from None
+        raise ImageReadError(f"not a readable {kind.upper()} image ({msg})") from None
+    data = _check_pixels(data)
+    meta: dict[str, Any] = {"format": kind}
+    if data.ndim == 2:
+        return data, "YX", meta
+    if data.ndim != 3 or data.shape[-1] not in (2, 3, 4):
+        raise ImageReadError(f"unexpected {kind.upper()} layout (shape {tuple(data.shape)})")
+    nchan = data.shape[-1]
+    has_alpha = nchan in (2, 4)
+    color = data[..., : nchan - 1] if has_alpha else data
+    gray = all(np.array_equal(color[..., 0], color[..., i]) for i in range(1, color.shape[-1]))
+    opaque = not has_alpha or bool((data[..., -1] == data[..., -1].max()).all())
+    if collapse_gray_rgb and gray and opaque:
+        meta["collapsed_rgb"] = True
+        return np.ascontiguousarray(color[..., 0]), "YX", meta
+    meta["rgb"] = nchan >= 3
+    return data, "YXC", meta
+
+
+def read_image(
+    path: str | os.PathLike, collapse_gray_rgb: bool = True
+) -> tuple[np.ndarray, str | None, dict[str, Any]]:
+    """Read a TIFF/OME-TIFF/PNG/JPEG -> ``(pixels, axes or None, meta)``.
+
+    ``axes`` uses the letters TZCYX and is ``None`` where the file does not say. ``meta`` may
+    hold ``format``, ``file_axes`` (tifffile's letters), ``pixel_size`` ({"X", "Y", "Z"}) with
+    ``unit``, ``rgb`` and ``collapsed_rgb``. Raises :class:`ImageReadError` with a one-line
+    reason (no path in it) for anything that is not a complete, non-empty image.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix not in SUPPORTED_SUFFIXES:
+        shown = suffix or "(none)"
+        raise ImageReadError(
+            f"unsupported file type {shown} (supported: {', '.join(s for s in SUPPORTED_SUFFIXES)})"
+        )
+    _check_file(path)
+    if suffix in PLAIN_SUFFIXES:
+        return _read_plain(path, suffix, collapse_gray_rgb)
+    return _read_tiff(path)
+
+
+def _label_array(labels: np.ndarray) -> np.ndarray:
+    """Integer labels in the smallest of uint16/uint32 that holds them (ImageJ reads uint16)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "b":
+        return labels.astype(np.uint16)
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers, not {labels.dtype}")
+    if labels.size == 0:
+        raise ValueError(f"labels are empty (shape {labels.shape})")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0:
+        raise ValueError("labels must not be negative")
+    if hi < 2**16:
+        return labels.astype(np.uint16, copy=False)
+    if hi < 2**32:
+        return labels.astype(np.uint32, copy=False)
+    raise ValueError(f"label {hi} does not fit in 32 bits")
+
+
+def _is_imagej_order(axes: str) -> bool:
+    positions = [_IMAGEJ_ORDER.find(a) for a in axes]
+    return -1 not in positions and positions == sorted(positions) and axes.endswith("YX")
+
+
+def write_labels(
+    path: str | os.PathLike,
+    labels: np.ndarray,
+    axes: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write integer labels to a zlib-compressed TIFF, atomically; returns the path.
+
+    ImageJ hyperstack metadata (axes, pixel size from ``meta["pixel_size"]``/``meta["unit"]``)
+    is written where ImageJ can represent the file (uint16 labels, axes in TZCYX order), so the
+    labels open calibrated in Fiji; otherwise a plain TIFF with tifffile's axes metadata.
+    """
+    import tifffile
+
+    path = Path(path)
+    data = _label_array(labels)
+    if axes is not None:
+        axes = axes.upper()
+        if len(axes) != data.ndim:
+            raise ValueError(f"axes {axes!r} do not match labels of shape {data.shape}")
+    meta = meta or {}
+    sizes = meta.get("pixel_size") or {}
+    # minisblack: else tifffile may store a length-3 or -4 axis as RGB samples
+    kwargs: dict[str, Any] = {"compression": "zlib", "photometric": "minisblack"}
+    if axes is not None and data.dtype == np.uint16 and _is_imagej_order(axes):
+        ij_meta: dict[str, Any] = {"axes": axes}
+        if "Z" in sizes and "Z" in axes:
+            ij_meta["spacing"] = float(sizes["Z"])
+        if "X" in sizes and "Y" in sizes:
+            kwargs["resolution"] = (1.0 / float(sizes["X"]), 1.0 / float(sizes["Y"]))
+            unit = meta.get("unit")
+            if unit:
+                ij_meta["unit"] = "micron" if unit in ("µm", "um", "micron") else str(unit)
+        kwargs.update(imagej=True, metadata=ij_meta)
+    else:
+        kwargs["metadata"] = {"axes": axes} if axes is not None else {}
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 honours the umask (mkstemp would leave the result readable by owner only)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        tifffile.imwrite(tmp, data, **kwargs)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())  # the bytes are on disk before the name says the file is complete
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
