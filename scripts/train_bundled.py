@@ -40,7 +40,9 @@ VAL_GROUPS = {(256, 320), (260, 347), (512, 640), (603, 1272)}
 NORM = (1.0, 99.8)
 
 
-def load_dsb(root: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[tuple[str, np.ndarray, np.ndarray]]]:
+def load_dsb(
+    root: Path,
+) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[tuple[str, np.ndarray, np.ndarray]]]:
     train, val = [], []
     with open(root / "index.csv") as fh:
         for row in csv.DictReader(fh):
@@ -135,32 +137,65 @@ def main(argv: list[str] | None = None) -> int:
             last = st
             losses.append(st.loss)
             if st.step % 50 == 0:
-                print(f"step {st.step} loss {np.mean(losses[-50:]):.4f} lr {st.lr:.2e} "
-                      f"{st.steps_per_second:.2f} steps/s {st.elapsed:.0f}s", flush=True)
+                print(
+                    f"step {st.step} loss {np.mean(losses[-50:]):.4f} lr {st.lr:.2e} "
+                    f"{st.steps_per_second:.2f} steps/s {st.elapsed:.0f}s",
+                    flush=True,
+                )
             if st.elapsed >= next_val:
                 next_val += args.val_every
                 f1, per = evaluate(model.net, val)
                 model.net.train()
-                rec = {"step": st.step, "elapsed": round(st.elapsed), "loss": float(np.mean(losses[-100:])),
-                       "val_f1": round(f1, 4), "groups": per}
+                rec = {
+                    "step": st.step,
+                    "elapsed": round(st.elapsed),
+                    "loss": float(np.mean(losses[-100:])),
+                    "val_f1": round(f1, 4),
+                    "groups": per,
+                }
                 print(json.dumps(rec), flush=True)
                 logfh.write(json.dumps(rec) + "\n")
                 logfh.flush()
                 if f1 > best_f1:
                     best_f1, best_groups, best_step = f1, per, st.step
                     best_state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
-                    _save(model, best_state, out.with_suffix(".best.pt"), args, best_f1, best_groups,
-                          best_step, st.elapsed, len(train), len(val))
+                    _save(
+                        model,
+                        best_state,
+                        out.with_suffix(".best.pt"),
+                        args,
+                        best_f1,
+                        best_groups,
+                        best_step,
+                        st.elapsed,
+                        len(train),
+                        len(val),
+                    )
         f1, per = evaluate(model.net, val)
-        rec = {"step": last.step, "elapsed": round(last.elapsed), "val_f1": round(f1, 4), "groups": per,
-               "final": True}
+        rec = {
+            "step": last.step,
+            "elapsed": round(last.elapsed),
+            "val_f1": round(f1, 4),
+            "groups": per,
+            "final": True,
+        }
         print(json.dumps(rec), flush=True)
         logfh.write(json.dumps(rec) + "\n")
     if f1 >= best_f1:
         best_f1, best_groups, best_step = f1, per, last.step
         best_state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
-    _save(model, best_state, out, args, best_f1, best_groups, best_step, time.perf_counter() - t0,
-          len(train), len(val))
+    _save(
+        model,
+        best_state,
+        out,
+        args,
+        best_f1,
+        best_groups,
+        best_step,
+        time.perf_counter() - t0,
+        len(train),
+        len(val),
+    )
     print(f"saved {out} (validation F1@0.5 {best_f1:.4f} at step {best_step})")
     return 0
 
@@ -180,7 +215,8 @@ def _save(model, state, path, args, f1, groups, step, seconds, n_train, n_val) -
             "data": "DSB 2018 stage-1 (BBBC038v1) grayscale fluorescence nuclei, CC0, "
             f"{n_train} training images",
             "validation": f"{n_val} held-out images of unseen experiments (size groups "
-            + ", ".join(f"{h}x{w}" for h, w in sorted(VAL_GROUPS)) + ")",
+            + ", ".join(f"{h}x{w}" for h, w in sorted(VAL_GROUPS))
+            + ")",
             "steps": step,
             "seconds": round(seconds),
             "batch_size": args.batch_size,

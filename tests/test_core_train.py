@@ -80,7 +80,9 @@ def test_a_few_steps_lower_the_loss() -> None:
 def test_stop_predicate_is_honoured() -> None:
     model = Model(UNet(UNetConfig(base=4, depth=1)))
     seen = []
-    gen = iter_train(model, synthetic_samples(1), tiny_cfg(steps=100), stop=lambda: len(seen) >= 3, device="cpu")
+    gen = iter_train(
+        model, synthetic_samples(1), tiny_cfg(steps=100), stop=lambda: len(seen) >= 3, device="cpu"
+    )
     for st in gen:
         seen.append(st.step)
     assert seen == [1, 2, 3]
@@ -102,7 +104,7 @@ def test_ignored_pixels_do_not_change_the_gradient() -> None:
         weighted_loss(net(x), target, w).backward()
         return [p.grad.clone() for p in net.parameters()]
 
-    for a, b in zip(grads(y), grads(y2)):
+    for a, b in zip(grads(y), grads(y2), strict=True):
         torch.testing.assert_close(a, b)
 
 

@@ -15,7 +15,9 @@ def run(code: str) -> subprocess.CompletedProcess:
 
 
 def test_import_is_light() -> None:
-    r = run("import sys, napari_unet; print(sorted(m for m in ('torch','qtpy','napari','PyQt6') if m in sys.modules))")
+    r = run(
+        "import sys, napari_unet; print(sorted(m for m in ('torch','qtpy','napari','PyQt6') if m in sys.modules))"
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
 
@@ -33,7 +35,8 @@ def test_core_imports_without_qt_or_napari() -> None:
         "import sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('qtpy','PyQt5','PyQt6','PySide2','PySide6','napari','magicgui','vispy'):\n"
+        "        blocked = ('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'napari', 'magicgui', 'vispy')\n"
+        "        if name.split('.')[0] in blocked:\n"
         "            raise ImportError('blocked ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         f"for m in {modules!r}:\n"

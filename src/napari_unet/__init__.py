@@ -23,7 +23,16 @@ _LAZY = {
     "UNetConfig": ("napari_unet.model", "UNetConfig"),
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "__version__",
+    "Model",
+    "UNet",
+    "UNetConfig",
+    "iter_segment",
+    "list_models",
+    "load_model",
+    "segment",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Model, UNet, UNetConfig

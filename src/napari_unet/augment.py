@@ -30,9 +30,7 @@ class AugmentParams:
     invert: float = 0.0  # probability of inverting contrast (for bright-background modalities)
 
 
-def _coords(
-    crop: int, center: np.ndarray, rng: np.random.Generator, p: AugmentParams
-) -> np.ndarray:
+def _coords(crop: int, center: np.ndarray, rng: np.random.Generator, p: AugmentParams) -> np.ndarray:
     """Source coordinates (2, crop, crop) for a crop around ``center`` in the source image."""
     lo, hi = np.log(p.zoom[0]), np.log(p.zoom[1])
     zoom = float(np.exp(rng.uniform(lo, hi))) if hi > lo else float(p.zoom[0])
@@ -81,7 +79,9 @@ def random_crop(
     return img.astype(np.float32, copy=False), lab, msk
 
 
-def jitter_intensity(image: np.ndarray, rng: np.random.Generator, p: AugmentParams = AugmentParams()) -> np.ndarray:
+def jitter_intensity(
+    image: np.ndarray, rng: np.random.Generator, p: AugmentParams = AugmentParams()
+) -> np.ndarray:
     """Random gain/offset/gamma/noise/blur on a normalised (C, H, W) image (0..1 range)."""
     out = image
     if p.blur > 0 and rng.random() < 0.2:

@@ -172,7 +172,7 @@ class UNet(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(x)
-        for upconv, block, skip in zip(self.upconv, self.up, reversed(skips)):
+        for upconv, block, skip in zip(self.upconv, self.up, reversed(skips), strict=True):
             x = upconv(x)
             if skip.shape[-2:] != x.shape[-2:]:
                 skip = _center_crop(skip, x.shape[-2], x.shape[-1])
