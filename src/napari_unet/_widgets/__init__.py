@@ -1,0 +1,19 @@
+"""Qt widgets and worker glue for napari. Nothing in the core imports this package.
+
+The package itself imports no Qt, so the pure decision helpers in :mod:`._plan` can be
+tested without a display; ``SegmentWidget`` is loaded on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SegmentWidget"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SegmentWidget":
+        from .segment_widget import SegmentWidget
+
+        return SegmentWidget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

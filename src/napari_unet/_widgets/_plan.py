@@ -1,0 +1,262 @@
+"""What the Segment widget decides, without Qt: which part of the image to segment, where
+the result goes in the labels array, and whether writing there would destroy user edits.
+
+Kept apart from the widget so that every rule here is tested with plain numpy arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+SCOPE_SLICE = "current slice"
+SCOPE_STACK = "whole stack"
+SCOPES = (SCOPE_SLICE, SCOPE_STACK)
+SPATIAL = "YX"
+AXIS_LETTERS = "TZCYX"
+
+# Above this many changed pixels a re-run replaces ``layer.data`` instead of recording an
+# undo step: napari's history stores indices and old values (~20 bytes per pixel).
+MAX_UNDO_PIXELS = 16_000_000
+
+Index = tuple[int | slice, ...]
+
+
+def axes_from_labels(axis_labels: Sequence[str] | None, ndim: int) -> str | None:
+    """Axes letters from napari axis labels such as ('t', 'z', 'y', 'x'), if they name axes."""
+    if not axis_labels or len(axis_labels) != ndim:
+        return None
+    aliases = {"time": "T", "channel": "C", "channels": "C", "c": "C"}
+    letters = []
+    for label in axis_labels:
+        text = str(label).strip().lower()
+        letter = aliases.get(text, text.upper())
+        if len(letter) != 1 or letter not in AXIS_LETTERS:
+            return None
+        letters.append(letter)
+    out = "".join(letters)
+    return out if len(set(out)) == len(out) else None
+
+
+def layer_axes(shape: Sequence[int], rgb: bool, axis_labels: Sequence[str] | None, hint: str | None) -> str:
+    """The best first guess of a layer's axes, which the user may then correct.
+
+    ``hint`` (e.g. ``layer.metadata['axes']`` written by a reader or our samples) wins, then
+    axis labels that name axes, then :func:`napari_unet.axes.guess_axes` on the shape.
+    """
+    from ..axes import guess_axes
+
+    ndim = len(shape)
+    if hint and len(hint) == ndim and set(hint.upper()) <= set(AXIS_LETTERS):
+        return hint.upper()
+    named = axes_from_labels(axis_labels, ndim - 1 if rgb else ndim)
+    if named is not None:
+        return named + ("C" if rgb else "")
+    return guess_axes(tuple(shape), rgb=rgb)
+
+
+def labels_shape(shape: Sequence[int], axes: str) -> tuple[int, ...]:
+    """The labels layer's shape: the image's without the channel axis."""
+    return tuple(int(n) for n, a in zip(shape, axes, strict=True) if a != "C")
+
+
+def drop_channel(values: Sequence[float], axes: str) -> tuple[float, ...]:
+    """Per-axis values (scale, translate) of an image -> those of its labels."""
+    return tuple(float(v) for v, a in zip(values, axes, strict=True) if a != "C")
+
+
+def has_stack_axes(axes: str) -> bool:
+    """Whether "current slice" differs from "whole stack" (any T or Z axis)."""
+    return any(a not in SPATIAL + "C" for a in axes)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """``image[source]`` is segmented with ``axes``; its labels go to ``labels[target]``."""
+
+    source: Index
+    axes: str
+    target: Index
+    labels_shape: tuple[int, ...]
+
+    @property
+    def is_slice(self) -> bool:
+        return any(isinstance(i, int) for i in self.target)
+
+
+def plan_segmentation(shape: Sequence[int], axes: str, scope: str, position: Sequence[float] | None) -> Plan:
+    """Choose the part of the image to segment.
+
+    ``position`` is the viewer's current point in the image's data coordinates (one value
+    per axis that napari shows, i.e. without an RGB channel). With "current slice" every T/Z
+    axis is fixed at that position (rounded, clipped), so a 2D plane is segmented.
+    """
+    if len(axes) != len(shape):
+        raise ValueError(f"axes {axes!r} do not match the image's {len(shape)} dimensions")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
+    full = labels_shape(shape, axes)
+    if scope == SCOPE_STACK or not has_stack_axes(axes):
+        everything = (slice(None),) * len(full)
+        return Plan((slice(None),) * len(shape), axes, everything, full)
+    pos = [] if position is None else [float(v) for v in position]
+    source: list[int | slice] = []
+    kept = ""
+    for i, (n, a) in enumerate(zip(shape, axes, strict=True)):
+        if a in SPATIAL + "C":
+            source.append(slice(None))
+            kept += a
+        else:
+            p = pos[i] if i < len(pos) else 0.0
+            source.append(int(np.clip(np.round(p), 0, n - 1)))
+    target = tuple(s for s, a in zip(source, axes, strict=True) if a != "C")
+    return Plan(tuple(source), kept, target, full)
+
+
+def next_free_name(base: str, taken: Iterable[str]) -> str:
+    """``base`` if no layer has that name, else ``base [2]``, ``base [3]``, ..."""
+    names = set(taken)
+    if base not in names:
+        return base
+    pattern = re.compile(re.escape(base) + r" \[(\d+)\]$")
+    used = [int(m.group(1)) for n in names if (m := pattern.match(n))]
+    k = max([1, *used]) + 1
+    while f"{base} [{k}]" in names:
+        k += 1
+    return f"{base} [{k}]"
+
+
+def plane_indices(shape: Sequence[int], target: Index | None = None) -> list[tuple[int, ...]]:
+    """The YX planes of a labels array of ``shape`` that ``target`` covers (all if None)."""
+    lead = tuple(shape[:-2])
+    if target is None:
+        return list(np.ndindex(lead))
+    ranges = [
+        [t] if isinstance(t, int) else range(n)[t] for n, t in zip(lead, target[: len(lead)], strict=True)
+    ]
+    return [tuple(int(v) for v in idx) for idx in itertools.product(*ranges)]
+
+
+def plane_hash(plane: np.ndarray) -> bytes:
+    """A fingerprint of one plane: detects any edit (paint, fill, console) at ~1 GB/s."""
+    arr = np.ascontiguousarray(plane)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str((arr.dtype.str, arr.shape)).encode())
+    h.update(memoryview(arr).cast("B"))
+    return h.digest()
+
+
+def fingerprint(
+    labels: np.ndarray, planes: Iterable[tuple[int, ...]] | None = None
+) -> dict[tuple[int, ...], bytes]:
+    """Per-plane fingerprints, so that an edit in one slice does not block writing another."""
+    labels = np.asarray(labels)
+    idx = plane_indices(labels.shape) if planes is None else planes
+    return {p: plane_hash(labels[p]) for p in idx}
+
+
+Written = dict[tuple[int, ...], frozenset[bytes]]
+
+
+def remember(written: Written | None, fingerprints: dict[tuple[int, ...], bytes]) -> Written:
+    """Add fingerprints to the record of what we ever wrote into a layer, plane by plane.
+
+    Every version is kept (16 bytes each), so a result the user brought back with Ctrl+Z
+    still counts as ours and is not mistaken for an edit."""
+    out = dict(written or {})
+    for p, h in fingerprints.items():
+        out[p] = out.get(p, frozenset()) | {h}
+    return out
+
+
+def untouched_since_written(labels: np.ndarray, written: Written, target: Index) -> bool:
+    """True when overwriting ``labels[target]`` destroys nothing the user did.
+
+    Every plane the write covers must hold exactly something we wrote there, or be empty
+    (an empty plane holds no work to lose).
+    """
+    labels = np.asarray(labels)
+    for p in plane_indices(labels.shape, target):
+        if p not in written:
+            return False
+        plane = labels[p]
+        if plane_hash(plane) not in written[p] and plane.any():
+            return False
+    return True
+
+
+def _fit_dtype(dtype: np.dtype, max_value: int) -> np.dtype:
+    for candidate in (dtype, np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64)):
+        if candidate.kind in "ui" and np.iinfo(candidate).max >= max_value:
+            return candidate
+    return np.dtype(np.uint64)
+
+
+def slice_values(current: np.ndarray | None, result: np.ndarray, plan: Plan) -> np.ndarray:
+    """What ``labels[plan.target]`` becomes: the slice's ids shifted above every id in the
+    other planes (so a slice segmented later never reuses the id of an object elsewhere,
+    which would join them in 3D), in a dtype that holds them. Reads ``current``, never
+    copies it: a big stack is scanned plane by plane."""
+    result = np.asarray(result)
+    expected = tuple(n for n, t in zip(plan.labels_shape, plan.target, strict=True) if not isinstance(t, int))
+    if result.shape != expected:
+        raise ValueError(f"slice result shape {result.shape} != expected {expected}")
+    offset, dtype = 0, result.dtype
+    if current is not None:
+        current = np.asarray(current)
+        if current.shape != plan.labels_shape:
+            raise ValueError(f"labels shape {current.shape} != expected {plan.labels_shape}")
+        touched = set(plane_indices(current.shape, plan.target))
+        others = [p for p in plane_indices(current.shape) if p not in touched]
+        offset = max((int(current[p].max(initial=0)) for p in others), default=0)
+        dtype = current.dtype
+    dtype = _fit_dtype(np.dtype(dtype), offset + int(result.max(initial=0)))
+    shifted = result.astype(dtype) + dtype.type(offset)
+    return np.where(result > 0, shifted, dtype.type(0))
+
+
+def merge_result(current: np.ndarray | None, result: np.ndarray, plan: Plan) -> np.ndarray:
+    """The full labels array after writing ``result`` at ``plan.target`` (a new array)."""
+    result = np.asarray(result)
+    if not plan.is_slice:
+        if result.shape != plan.labels_shape:
+            raise ValueError(f"result shape {result.shape} != expected {plan.labels_shape}")
+        return result
+    values = slice_values(current, result, plan)
+    if current is None:
+        out = np.zeros(plan.labels_shape, values.dtype)
+    else:
+        out = np.asarray(current).astype(values.dtype, copy=True)
+    out[plan.target] = values
+    return out
+
+
+def full_indices(target: Index, local: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Indices inside ``labels[target]`` -> indices into ``labels`` (napari's data_setitem)."""
+    n = local[0].size if local else 0
+    rest = iter(local)
+    return tuple(np.full(n, t, np.intp) if isinstance(t, int) else next(rest) for t in target)
+
+
+def count_objects(labels: np.ndarray, axes: str) -> int:
+    """Objects in a result: distinct ids, per time point when there is a T axis (frames are
+    segmented independently, so their ids restart). One bincount pass, no sort."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return 0
+    frames = (
+        [labels]
+        if "T" not in axes
+        else [labels.take(t, axis=axes.index("T")) for t in range(labels.shape[axes.index("T")])]
+    )
+    return sum(int(np.count_nonzero(np.bincount(f.ravel().astype(np.int64, copy=False))[1:])) for f in frames)
+
+
+def changed_indices(old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Indices where ``new`` differs from ``old``: the one undo step of a re-run."""
+    return np.nonzero(np.asarray(old) != np.asarray(new))
