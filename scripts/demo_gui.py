@@ -1,0 +1,16 @@
+"""Open napari with the Segment widget docked and the synthetic 2D nuclei sample loaded."""
+
+from __future__ import annotations
+
+import napari
+
+
+def main() -> None:
+    viewer = napari.Viewer(title="napari-unet demo")
+    viewer.open_sample("napari-unet", "nuclei_2d")
+    viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    napari.run()
+
+
+if __name__ == "__main__":
+    main()
