@@ -301,7 +301,6 @@ def run_diagnose(args: argparse.Namespace) -> int:
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
-    from napari_unet._widgets.segment_widget import GUI_TILE
     from napari_unet.normalize import percentile_bounds
     from napari_unet.postprocess import PostprocessParams, instances_from_classes, remove_small
     from napari_unet.predict import PredictConfig, iter_segment
@@ -314,7 +313,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     probs = {}
 
     def whole() -> None:
-        gen = iter_segment(image, model, "YX", config=PredictConfig(tile=GUI_TILE))
+        gen = iter_segment(image, model, "YX", config=PredictConfig())
         try:
             while True:
                 next(gen)
@@ -326,7 +325,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
         from napari_unet.predict import iter_probabilities
 
         normalised = normalize(image, *model.normalization)[None]
-        gen = iter_probabilities(model, normalised, PredictConfig(tile=GUI_TILE))
+        gen = iter_probabilities(model, normalised, PredictConfig())
         try:
             while True:
                 next(gen)

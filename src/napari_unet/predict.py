@@ -62,11 +62,13 @@ class PredictConfig:
     of a z-stack share a pass, and memory is set by ``tile`` alone. ``amp``: None = reduced
     precision where the hardware is fast at it, True = always, False = fp32.
 
-    Large tiles are faster per pixel on a CPU (one 2048x2048 tile: ~15% less time than four
-    1024x1024 ones) and waste less on overlaps; a 2048 tile needs about 1 GB in bf16.
+    Measured on a quiet 2-core AVX512-BF16 CPU (benchmarks/bench_segment.py --variants,
+    interleaved rounds, 2048x2048 image): 512-px tiles 1.33 s, 1024-px 1.49 s, one 2048-px
+    tile 1.66 s: smaller tiles stay in cache, which outweighs their ~20% overlap. They also
+    give the GUI a progress step and a Stop point every ~0.1 s and need little memory.
     """
 
-    tile: int = 2048
+    tile: int = 512
     overlap: int = 64
     batch_size: int = 0
     device: str = "auto"

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 LOAD_FROM_FILE = "Load from file..."
 MODEL_FILE_FILTER = "napari-unet model (*.pt);;All files (*)"
-GUI_TILE = 1024
 
 
 class SegmentJobError(Exception):
@@ -352,11 +351,11 @@ class SegmentWidget(QWidget):
         )
 
     def predict_config(self) -> PredictConfig:
-        """Tiles of at most GUI_TILE px: a 2048 tile would be ~15% faster on a CPU, but then a
-        2048x2048 image is one step: no progress, and Stop waits for the whole image."""
+        """The engine's defaults: its tiles are small enough for a progress step and a Stop
+        point every fraction of a second."""
         from ..predict import PredictConfig
 
-        return PredictConfig(tile=GUI_TILE)
+        return PredictConfig()
 
     # -------------------------------------------------------------------- run
     def _update_enabled(self) -> None:

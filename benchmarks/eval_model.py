@@ -1,0 +1,124 @@
+"""Accuracy of a model: F1 at IoU 0.5 on the DSB held-out experiments and on the synthetic samples.
+
+    python benchmarks/eval_model.py [--model nuclei] [--data ../shared/data/dsb2018-train] [--grid]
+
+DSB: the validation split of ``scripts/train_bundled.py`` (whole experiments never trained on),
+segmented through the public ``segment`` API with the model card's post-processing; ``--grid``
+also scans the post-processing parameters (to choose the card's defaults: report both).
+Synthetic: the 2D, 3D (3D matching: one id per nucleus through z) and time-lapse samples
+(per-frame matching). The DSB part is skipped with a note when the data folder is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_unet import synthetic
+from napari_unet.metrics import Matching, match
+from napari_unet.normalize import normalize
+from napari_unet.postprocess import PostprocessParams, instances_from_classes
+from napari_unet.predict import PredictConfig, default_params, iter_probabilities, segment
+from napari_unet.registry import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from train_bundled import VAL_GROUPS, load_dsb  # noqa: E402
+
+
+def drain(gen):
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def eval_synthetic(model) -> None:
+    for name, make in [
+        ("2D", synthetic.nuclei_2d),
+        ("3D", synthetic.nuclei_3d),
+        ("time-lapse", synthetic.nuclei_timelapse),
+    ]:
+        s = make()
+        t = time.perf_counter()
+        pred = segment(s.image, model=model, axes=s.axes)
+        dt = time.perf_counter() - t
+        if s.axes.startswith("T"):
+            m = Matching(0, 0, 0)
+            for a, b in zip(s.labels, pred, strict=True):
+                m = m + match(a, b)
+        else:
+            m = match(s.labels, pred)
+        print(
+            f"synthetic {name:10s} {s.axes} {s.image.shape}: F1@0.5 {m.f1:.3f} "
+            f"(tp {m.tp}, fp {m.fp}, fn {m.fn}) in {dt:.2f} s"
+        )
+
+
+def eval_dsb(model, data: Path, grid: bool) -> None:
+    _, val = load_dsb(data)
+    groups = ", ".join(f"{h}x{w}" for h, w in sorted(VAL_GROUPS))
+    print(f"DSB validation: {len(val)} images of held-out experiments ({groups})")
+    params = default_params(model)
+    probs = []
+    total, per_group = Matching(0, 0, 0), {}
+    t = time.perf_counter()
+    for _, img, lab in val:
+        p = drain(iter_probabilities(model, normalize(img, *model.normalization)[None], PredictConfig()))
+        probs.append(p)
+        m = match(lab, instances_from_classes(p, params))
+        total = total + m
+        key = f"{lab.shape[0]}x{lab.shape[1]}"
+        per_group[key] = per_group.get(key, Matching(0, 0, 0)) + m
+    dt = time.perf_counter() - t
+    by_group = ", ".join(f"{k} {v.f1:.3f}" for k, v in sorted(per_group.items()))
+    print(
+        f"  card parameters {params}: F1@0.5 {total.f1:.4f} (precision {total.precision:.3f}, "
+        f"recall {total.recall:.3f}) in {dt:.1f} s; by group: {by_group}"
+    )
+    if not grid:
+        return
+    rows = []
+    for thr, seed, min_size in itertools.product([0.4, 0.5, 0.6], [0.5, 0.6, 0.7, 0.8], [15, 30, 60]):
+        pp = PostprocessParams(threshold=thr, seed_threshold=seed, min_size=min_size)
+        m = Matching(0, 0, 0)
+        for p, (_, _, lab) in zip(probs, val, strict=True):
+            m = m + match(lab, instances_from_classes(p, pp))
+        rows.append((m.f1, thr, seed, min_size))
+    rows.sort(reverse=True)
+    for f1, thr, seed, min_size in rows[:5]:
+        print(f"  grid: threshold {thr} seed_threshold {seed} min_size {min_size}: F1@0.5 {f1:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_data = os.environ.get("NAPARI_UNET_DSB") or str(ROOT.parent / "shared" / "data" / "dsb2018-train")
+    ap.add_argument("--data", default=default_data)
+    ap.add_argument("--model", default=None, help="model name or path (default: the bundled model)")
+    ap.add_argument("--grid", action="store_true", help="scan post-processing parameters on DSB")
+    args = ap.parse_args(argv)
+    model = load_model(args.model)
+    metrics = model.card.get("metrics", {})
+    print(
+        f"model {model.name} ({model.source}); card F1 {metrics.get('val_f1_iou50')}; "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    eval_synthetic(model)
+    if Path(args.data, "index.csv").is_file():
+        eval_dsb(model, Path(args.data), args.grid)
+    else:
+        print(f"DSB: skipped, no data folder at {args.data} (give --data or NAPARI_UNET_DSB)")
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    raise SystemExit(main())
