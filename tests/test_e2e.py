@@ -3,12 +3,13 @@
 Uses the bundled model (``src/napari_unet/weights/nuclei.pt``, made by
 ``scripts/train_bundled.py``); skipped with the reason when that file is not there.
 
-Why F1 >= 0.75 at IoU 0.5 on ``nuclei_2d``: the bundled model is trained on DSB 2018 real
+Why F1 >= 0.85 at IoU 0.5 on ``nuclei_2d``: the bundled model is trained on DSB 2018 real
 nuclei and never sees our synthetic images, so this also checks that the samples look like
-fluorescence nuclei. A checkpoint after 10 minutes of training already scores 0.85 on
-this image (misses are touching pairs merged, the hard case by design); anything that
-breaks the plumbing (axes, normalisation, channel, transposed or shifted labels, wrong
-layer) scores near 0, so the margin separates "model a bit weaker" from "pipeline broken".
+fluorescence nuclei. The shipped model scores 0.957 here (bf16 on this CPU; misses are
+touching pairs merged, the hard case by design), an early 10-minute checkpoint 0.85;
+anything that breaks the plumbing (axes, normalisation, channel, transposed or shifted
+labels, wrong layer, card post-processing ignored) scores far lower, so the margin
+separates "fp32 on another CPU, slightly different" from "pipeline broken".
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from napari_unet.metrics import match
 from napari_unet.registry import bundled_model_path
 
-F1_MIN = 0.75
+F1_MIN = 0.85
 WAIT_MS = 300_000
 
 pytestmark = pytest.mark.skipif(
@@ -74,7 +75,7 @@ def test_segment_a_slice_of_the_3d_sample(make_napari_viewer, qtbot) -> None:
     truth = np.asarray(viewer.layers["nuclei_3d ground truth"].data)[12]
     m = match(truth, np.asarray(labels.data[12]), 0.5)
     print(f"nuclei_3d slice 12: {m} F1@0.5 {m.f1:.3f}")
-    assert m.f1 >= 0.5, f"F1@0.5 {m.f1:.3f} on one plane of the stack ({m})"
+    assert m.f1 >= 0.65, f"F1@0.5 {m.f1:.3f} on one plane of the stack ({m})"
 
 
 def test_segment_the_whole_timelapse(make_napari_viewer, qtbot) -> None:
@@ -95,4 +96,4 @@ def test_segment_the_whole_timelapse(make_napari_viewer, qtbot) -> None:
         total = total + match(truth[t], labels[t], 0.5)
     print(f"nuclei_timelapse: {total} F1@0.5 {total.f1:.3f}")
     # 18 nuclei per frame, several cut by the border: a noisier score than the 2D sample's
-    assert total.f1 >= 0.6, f"F1@0.5 {total.f1:.3f} over 8 frames ({total})"
+    assert total.f1 >= 0.8, f"F1@0.5 {total.f1:.3f} over 8 frames ({total})"
