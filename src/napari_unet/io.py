@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._atomic import atomic_write
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -354,18 +355,6 @@ def write_labels(
         kwargs.update(imagej=True, metadata=ij_meta)
     else:
         kwargs["metadata"] = {"axes": axes} if axes is not None else {}
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 honours the umask (mkstemp would leave the result readable by owner only)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
+    with atomic_write(path) as tmp:
         tifffile.imwrite(tmp, data, **kwargs)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())  # the bytes are on disk before the name says the file is complete
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return path

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
+
+from ._atomic import atomic_write
 
 FORMAT_NAME = "napari-unet"
 FORMAT_VERSION = 1
@@ -82,12 +83,6 @@ def _load_failure_reason(exc: Exception) -> str:
         return f"refused: not a plain weights file ({detail[:100]})"
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return f"not a readable model file ({first[:120]})"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _double_conv(cin: int, cout: int, padding: Padding, norm: Norm) -> nn.Sequential:
@@ -229,20 +224,8 @@ class Model:
         """Write atomically: a crash or full disk never leaves a half-written model file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(self.to_dict(half), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_write(path) as tmp:
+            torch.save(self.to_dict(half), tmp)
         return path
 
     @classmethod
