@@ -362,3 +362,83 @@ def test_fast_postprocess_equals_whole_image_watershed(ndim, seed):
         assert got.dtype == expected.dtype
         np.testing.assert_array_equal(got, expected)
         assert expected.max() > 1
+
+
+# --------------------------------------------------------------------------- object diameter
+
+
+def test_zoom_is_trained_over_given_diameter_clipped(tiny):
+    assert predict.trained_diameter(tiny) == 20.0
+    assert predict._zoom(tiny, None) is None
+    assert predict._zoom(tiny, 40) == pytest.approx(0.5)
+    assert predict._zoom(tiny, 10) == pytest.approx(2.0)
+    assert predict._zoom(tiny, 1000) == 0.25 and predict._zoom(tiny, 1) == 4.0
+    assert predict._zoom(tiny, 20.5) is None and predict._zoom(tiny, 19.5) is None  # within 5%
+    card = Model(tiny.net, {"object_diameter": 30.0})
+    assert predict._zoom(card, 60) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("bad", [0, -3, math.nan, math.inf])
+def test_bad_diameter_is_refused(bad):
+    with pytest.raises(ValueError, match="diameter"):
+        PredictConfig(diameter=bad)
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes"), [((50, 70), "YX"), ((3, 50, 70), "ZYX"), ((2, 2, 30, 34), "TZYX")]
+)
+@pytest.mark.parametrize("diameter", [8.0, 45.0, 500.0])
+def test_diameter_keeps_the_label_shape_and_progress(tiny, shape, axes, diameter):
+    image = np.random.default_rng(1).integers(0, 255, shape).astype(np.uint8)
+    config = PredictConfig(tile=32, overlap=16, amp=False, diameter=diameter)
+    steps, labels = drain(iter_segment(image, tiny, axes=axes, config=config))
+    assert labels.shape == shape
+    pred = [s for s in steps if s.stage == "predict"]
+    assert pred[-1].done == pred[-1].total and all(s.total == pred[-1].total for s in pred)
+    zoom = predict._zoom(tiny, diameter)
+    h, w = shape[-2:]
+    tiles = len(predict._grid(tiny, (round(h * zoom), round(w * zoom)), config))
+    planes = math.prod(shape[:-2])
+    assert pred[-1].total == planes * tiles
+
+
+def test_diameter_none_or_as_trained_changes_nothing(tiny):
+    image = np.random.default_rng(2).integers(0, 255, (2, 48, 56)).astype(np.uint8)
+    before = segment(image, model=tiny, axes="ZYX", amp=False, threshold=0.3)
+    for diameter in [None, 20.0, 20.5]:
+        got = segment(image, model=tiny, axes="ZYX", amp=False, threshold=0.3, diameter=diameter)
+        np.testing.assert_array_equal(got, before)
+
+
+def test_diameter_rescales_what_the_net_sees(tiny, monkeypatch):
+    seen: list[tuple[int, ...]] = []
+    call = predict._Runner.__call__
+
+    def spy(self, batch):
+        seen.append(batch.shape[-2:])
+        return call(self, batch)
+
+    monkeypatch.setattr(predict._Runner, "__call__", spy)
+    image = np.random.default_rng(3).integers(0, 255, (64, 96)).astype(np.uint8)
+    sizes = {}
+    for diameter in [None, 40.0, 10.0]:
+        seen.clear()
+        segment(image, model=tiny, amp=False, tile=512, diameter=diameter)
+        assert len(seen) == 1  # one tile: its input is the (padded) rescaled image
+        sizes[diameter] = seen[0]
+    assert sizes[None][0] >= 64 and sizes[None][1] >= 96
+    assert sizes[40.0][0] < 64 and sizes[40.0][1] < 96  # shrunk by 0.5 (plus padding)
+    assert sizes[10.0][0] >= 128 and sizes[10.0][1] >= 192  # grown by 2
+
+
+def test_rescaled_probabilities_land_back_in_place(blob_model):
+    """The blob model marks bright pixels: zooming in and out keeps objects where they were."""
+    image = discs((80, 100), [(25, 30), (55, 70)], 14)
+    plain = segment(image, model=blob_model)
+    for diameter in [50.0, 8.0]:
+        got = segment(image, model=blob_model, diameter=diameter)
+        assert got.shape == image.shape and got.max() == 2
+        inter = np.logical_and(got > 0, plain > 0).sum()
+        union = np.logical_or(got > 0, plain > 0).sum()
+        assert inter / union > 0.9, diameter
+        assert got[25, 30] != got[55, 70] and 0 not in (got[25, 30], got[55, 70])

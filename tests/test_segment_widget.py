@@ -201,6 +201,18 @@ def test_segment_2d_writes_labels_with_the_image_scale(viewer_widget, qtbot) -> 
     assert "objects" in widget.status_label.text()
 
 
+def test_diameter_spin_sets_the_predict_config(viewer_widget, qtbot) -> None:
+    viewer, widget = viewer_widget
+    assert widget.diameter_spin.value() == 0 and widget.predict_config().diameter is None
+    widget.diameter_spin.setValue(40)
+    assert widget.predict_config().diameter == pytest.approx(40)
+    viewer.add_image(_blobs((96, 112)), name="cells")
+    _run(qtbot, widget)
+    assert viewer.layers["cells labels"].data.shape == (96, 112), "labels keep the image's size"
+    widget.diameter_spin.setValue(0)
+    assert widget.predict_config().diameter is None
+
+
 def test_rerun_updates_in_place_with_one_undo_step(viewer_widget, qtbot) -> None:
     viewer, widget = viewer_widget
     viewer.add_image(_blobs((96, 96)), name="cells")
