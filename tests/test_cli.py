@@ -161,6 +161,34 @@ def test_min_size_reaches_postprocessing(tiny_model: Path, out: Path, tmp_path: 
     assert labels.max() == 0  # nothing is 100000 pixels large in a 64x64 image
 
 
+def test_diameter_reaches_predict_config(
+    tiny_model: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import napari_unet.predict as predict
+
+    seen = []
+    real = predict.iter_segment
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["config"].diameter)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "iter_segment", spy)
+    src = tmp_path / "cells.tif"
+    tifffile.imwrite(src, _blobs())
+    assert _segment(tiny_model, out, str(src), "--diameter", "40") == 0
+    labels, _ = _labels_of(out, "cells")
+    assert labels.shape == (64, 64) and seen == [40.0]
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "big"])
+def test_bad_diameter_is_a_usage_error(value: str, tmp_path: Path, capsys) -> None:
+    args = ["segment", str(tmp_path / "a.tif"), "-o", str(tmp_path / "out"), "--diameter", value]
+    assert cli.main(args) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("napari-unet")]
+    assert len(errors) == 1 and "--diameter" in errors[0], errors
+
+
 # --- bad inputs: one line each, nothing written, exit 1 -------------------------------------------
 
 
@@ -522,3 +550,126 @@ def test_bundled_model_smoke(out: Path, tmp_path: Path) -> None:
     labels, _ = _labels_of(out, "nuclei")
     assert labels.shape == (128, 128)
     assert 2 <= len(np.unique(labels)) - 1 <= 8  # four bright nuclei; a trained model finds them
+
+
+# --- napari-unet finetune ---------------------------------------------------------------------------
+
+
+def _annotated(tmp_path: Path, name: str, seed: int = 0, size: int = 128) -> tuple[Path, Path]:
+    """An image of bright discs and its instance labels, as two TIFF files."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    lab = np.zeros((size, size), np.uint16)
+    for i in range(1, 9):
+        cy, cx = rng.integers(10, size - 10, 2)
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 < 36] = i
+    img = (100 + 400 * (lab > 0) + rng.normal(0, 10, lab.shape)).astype(np.uint16)
+    ipath, lpath = tmp_path / f"{name}.tif", tmp_path / f"{name}_labels.tif"
+    tifffile.imwrite(ipath, img)
+    tifffile.imwrite(lpath, lab)
+    return ipath, lpath
+
+
+def _finetune(model: Path, images: list[Path], labels: list[Path], output: Path, *extra: str) -> int:
+    args = ["finetune", "--images", *map(str, images), "--labels", *map(str, labels)]
+    return cli.main([*args, "-o", str(output), "--model", str(model), "--device", "cpu", *extra])
+
+
+def test_finetune_writes_a_model_that_segments(tiny_model: Path, tmp_path: Path, capsys) -> None:
+    pairs = [_annotated(tmp_path, f"a{i}", seed=i) for i in range(2)]
+    output = tmp_path / "models" / "mine.pt"
+    code = _finetune(tiny_model, [p[0] for p in pairs], [p[1] for p in pairs], output, "--steps", "3")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "step 1  loss" in captured.out and "held-out F1" in captured.out
+    assert f"saved {output}" in captured.out
+    model = Model.load(output)
+    assert model.card["name"] == "mine" and model.card["parent"]["name"] == "tiny"
+    assert model.card["finetune"]["steps"] == 3 and model.card["finetune"]["images"] == 2
+    out = tmp_path / "out"
+    assert _segment(output, out, str(pairs[0][0])) == 0
+    assert _written(out) == ["a0_labels.tif"]
+    # an existing model file is kept unless --overwrite
+    assert _finetune(tiny_model, [pairs[0][0]], [pairs[0][1]], output, "--steps", "1") == 2
+    assert "exists" in _one_error(capsys, output)
+    assert _finetune(tiny_model, [pairs[0][0]], [pairs[0][1]], output, "--steps", "1", "--overwrite") == 0
+
+
+def test_finetune_ignore_label_and_too_little_to_hold_back(tiny_model: Path, tmp_path: Path, capsys) -> None:
+    img, lab = _annotated(tmp_path, "small", size=48)
+    data = tifffile.imread(lab)
+    data[:, 30:] = 65535
+    tifffile.imwrite(lab, data)
+    output = tmp_path / "m.pt"
+    assert _finetune(tiny_model, [img], [lab], output, "--steps", "2", "--ignore-label", "65535") == 0
+    text = capsys.readouterr().out
+    assert "too little annotation" in text
+    assert Model.load(output).card["finetune"]["annotated_pixels"] == 48 * 30
+
+
+def _float_labels(tmp_path: Path) -> tuple[Path, Path]:
+    img, lab = _annotated(tmp_path, "float")
+    tifffile.imwrite(lab, tifffile.imread(lab).astype(np.float32))
+    return img, lab
+
+
+def _shape_differs(tmp_path: Path) -> tuple[Path, Path]:
+    img, lab = _annotated(tmp_path, "shape")
+    tifffile.imwrite(lab, tifffile.imread(lab)[:100])
+    return img, lab
+
+
+def _no_annotation(tmp_path: Path) -> tuple[Path, Path]:
+    img, lab = _annotated(tmp_path, "empty")
+    tifffile.imwrite(lab, np.zeros((128, 128), np.uint16))
+    return img, lab
+
+
+def _unreadable_labels(tmp_path: Path) -> tuple[Path, Path]:
+    img, lab = _annotated(tmp_path, "text")
+    lab.write_text("not an image\n")
+    return img, lab
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (_float_labels, "floating point"),
+        (_shape_differs, "shape"),
+        (_no_annotation, "no annotation"),
+        (_unreadable_labels, "not a TIFF"),
+    ],
+)
+def test_finetune_bad_pair_is_one_line(make, expected: str, tiny_model: Path, tmp_path: Path, capsys) -> None:
+    good = _annotated(tmp_path, "good", seed=5)
+    img, lab = make(tmp_path)
+    output = tmp_path / "m.pt"
+    assert _finetune(tiny_model, [good[0], img], [good[1], lab], output, "--steps", "1") == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith(f"error: {lab}: ") and expected in lines[0], err
+    assert lines[1:] == ["nothing trained: fix the inputs above"] and "Traceback" not in err
+    assert not output.exists()
+
+
+def test_finetune_whole_call_errors(tiny_model: Path, tmp_path: Path, capsys) -> None:
+    img, lab = _annotated(tmp_path, "a")
+    output = tmp_path / "m.pt"
+    assert _finetune(tiny_model, [img, img], [lab], output, "--steps", "1") == 2
+    assert "1 label file(s) for 2 image(s)" in _one_error(capsys, "--labels")
+    assert _finetune(tiny_model, [img], [lab], tmp_path / "m.model", "--steps", "1") == 2
+    assert ".pt" in _one_error(capsys, tmp_path / "m.model")
+    bad_model = tmp_path / "bad.pt"
+    bad_model.write_bytes(b"garbage")
+    assert _finetune(bad_model, [img], [lab], output, "--steps", "1") == 2
+    _one_error(capsys, bad_model)
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "bad", [["--steps", "0"], ["--time-budget", "-1"], ["--holdout", "0.9"], ["--ignore-label", "x"]]
+)
+def test_finetune_usage_errors(bad: list[str], tmp_path: Path, capsys) -> None:
+    args = ["finetune", "--images", "a.tif", "--labels", "a_l.tif", "-o", str(tmp_path / "m.pt"), *bad]
+    assert cli.main(args) == 2
+    assert "usage:" in capsys.readouterr().err

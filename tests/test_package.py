@@ -24,7 +24,7 @@ def test_import_is_light() -> None:
 def test_core_imports_without_qt_or_napari() -> None:
     """Block Qt/napari/magicgui imports, then import every core module."""
     modules = [m for m in CORE]
-    for extra in ("tiling", "predict", "axes", "io"):
+    for extra in ("tiling", "predict", "axes", "io", "data"):
         try:
             __import__(f"napari_unet.{extra}")
             modules.append(extra)

@@ -17,6 +17,7 @@ _LAZY = {
     "load_model": ("napari_unet.registry", "load_model"),
     "list_models": ("napari_unet.registry", "list_models"),
     "segment": ("napari_unet.predict", "segment"),
+    "finetune": ("napari_unet.train", "finetune"),
     "iter_segment": ("napari_unet.predict", "iter_segment"),
     "Model": ("napari_unet.model", "Model"),
     "UNet": ("napari_unet.model", "UNet"),
@@ -28,6 +29,7 @@ __all__ = [
     "Model",
     "UNet",
     "UNetConfig",
+    "finetune",
     "iter_segment",
     "list_models",
     "load_model",
@@ -38,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .model import Model, UNet, UNetConfig
     from .predict import iter_segment, segment
     from .registry import list_models, load_model
+    from .train import finetune
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,7 @@
 """``napari-unet``: the plugin's segmentation, driven from the shell for batches and clusters.
 
     napari-unet segment INPUT [INPUT ...] -o OUTDIR [--model NAME_OR_PATH] [--axes AXES] ...
+    napari-unet finetune --images I [I ...] --labels L [L ...] -o MODEL_FILE [--model BASE] ...
     napari-unet models
     napari-unet --version
 
@@ -83,6 +84,33 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be >= 1, not 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 0.5:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 0.5, not {text}")
+    return value
+
+
 def _axes_arg(text: str) -> str:
     axes = text.strip().upper()
     if not axes or set(axes) - AXIS_LETTERS or len(set(axes)) != len(axes):
@@ -137,7 +165,55 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="drop objects smaller than N pixels/voxels (default: the model's)",
     )
+    seg.add_argument(
+        "--diameter",
+        type=_positive_float,
+        default=None,
+        metavar="PX",
+        help="typical nucleus diameter in pixels; the image is rescaled to the model's training "
+        "size (default: as trained, no rescaling)",
+    )
     seg.add_argument("--overwrite", action="store_true", help="replace existing label files")
+
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune a model on corrected labels",
+        description="Fine-tune a model on images and their corrected instance labels (0 = background) "
+        "and write the new model file. Part of the annotation is held back to report a before/after "
+        "F1. The output works with 'napari-unet segment --model MODEL_FILE'.",
+    )
+    ft.add_argument("--images", nargs="+", required=True, metavar="I", help="images (.tif/.png/...)")
+    ft.add_argument(
+        "--labels", nargs="+", required=True, metavar="L", help="label images, one per image, same order"
+    )
+    ft.add_argument("-o", "--output", required=True, type=Path, metavar="MODEL_FILE", help="new .pt file")
+    ft.add_argument("--model", default=None, metavar="BASE", help="model to start from (default: nuclei)")
+    ft.add_argument(
+        "--time-budget",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="wall-clock training time (default: 120 unless --steps is given)",
+    )
+    ft.add_argument("--steps", type=_positive_int, default=None, metavar="N", help="training steps at most")
+    ft.add_argument(
+        "--ignore-label", type=int, default=None, metavar="V", help="label value meaning 'not annotated'"
+    )
+    ft.add_argument("--axes", type=_axes_arg, default=None, help="axis order of the images, e.g. YX, ZYX")
+    ft.add_argument(
+        "--channel", type=_non_negative_int, default=None, metavar="N", help="channel to train on (0-based)"
+    )
+    ft.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default: auto)")
+    ft.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: 1e-3)")
+    ft.add_argument(
+        "--holdout",
+        type=_fraction,
+        default=0.2,
+        metavar="F",
+        help="fraction of the annotation held back for the before/after F1 (default 0.2; 0: none)",
+    )
+    ft.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ft.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_FILE")
 
     sub.add_parser("models", help="list available models", description="List bundled and saved models.")
     return parser
@@ -153,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "segment":
             return _segment(args)
+        if args.command == "finetune":
+            return _finetune(args)
         if args.command == "models":
             return _models()
     except KeyboardInterrupt:
@@ -389,7 +467,7 @@ def _segment(args: argparse.Namespace) -> int:
 
     from .predict import PredictConfig
 
-    config = PredictConfig(device=args.device)
+    config = PredictConfig(device=args.device, diameter=args.diameter)
     params = _postprocess_params(model, args.threshold, args.min_size)
 
     failed = 0
@@ -420,6 +498,156 @@ def _segment(args: argparse.Namespace) -> int:
         claimed[output] = text
         print(f"{text} -> {output} ({count} object{'s' if count != 1 else ''})", flush=True)
     return EXIT_INPUT_FAILED if failed else EXIT_OK
+
+
+# --- napari-unet finetune -------------------------------------------------------------------------
+
+
+class _FileError(InputError):
+    """An input problem to report against a given file (the image or its labels)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(problem)
+        self.path = path
+
+
+def _training_samples(image_path: Path, labels_path: Path, model: Model, args: argparse.Namespace) -> list:
+    """Samples of one image/labels pair; raises _FileError naming the file at fault."""
+    from .axes import AxesError
+    from .data import samples_from_arrays
+    from .io import ImageReadError, read_image
+    from .normalize import BadImageError
+
+    user_channel_axis = args.axes is not None and bool(set(args.axes) & {"C", "S"})
+    wants_channels = args.channel is not None or user_channel_axis
+    try:
+        data, file_axes, _ = read_image(image_path, collapse_gray_rgb=not wants_channels)
+        axes = _decide_axes(data, file_axes, args.axes)
+    except (ImageReadError, BadImageError, AxesError) as exc:
+        raise _FileError(image_path, str(exc)) from None
+    try:
+        labels, _, _ = read_image(labels_path)
+    except ImageReadError as exc:
+        raise _FileError(labels_path, str(exc)) from None
+    try:
+        return samples_from_arrays(
+            data,
+            labels,
+            model,
+            axes=axes,
+            channel=args.channel,
+            ignore_label=args.ignore_label,
+            source=image_path.name,
+        )
+    except ValueError as exc:  # AnnotationError, NoAnnotationError, AxesError, BadImageError
+        raise _FileError(labels_path, str(exc)) from None
+    except MemoryError:
+        raise _FileError(image_path, "out of memory") from None
+
+
+def _check_model_output(path: Path, overwrite: bool) -> str | None:
+    """Can the model file be written? None or the problem (checked before any training)."""
+    if path.suffix.lower() != ".pt":
+        return "a model file name must end in .pt"
+    if path.is_dir():
+        return "is a folder; give a file name such as my-model.pt"
+    if path.exists() and not overwrite:
+        return "exists (use --overwrite to replace it)"
+    return _prepare_output_dir(path.parent if str(path.parent) else Path("."))
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    import time
+
+    if len(args.images) != len(args.labels):
+        _err("--labels", f"{len(args.labels)} label file(s) for {len(args.images)} image(s); give one each")
+        return EXIT_USAGE
+    problem = _check_model_output(args.output, args.overwrite)
+    if problem:
+        _err(args.output, problem)
+        return EXIT_USAGE
+    model_label = args.model if args.model is not None else "nuclei"
+    try:
+        model = _load_model(args.model)
+    except Exception as exc:  # noqa: BLE001 - any failure means "this model cannot be used"
+        msg = _one_line(str(exc))
+        _err(model_label, _strip_prefix(msg, getattr(exc, "filename", None), *_model_prefixes(args.model)))
+        return EXIT_USAGE
+    from .devices import select_device
+
+    try:
+        device = select_device(args.device)
+    except ValueError as exc:
+        _err(f"--device {args.device}", str(exc))
+        return EXIT_USAGE
+
+    samples: list = []
+    failed = 0
+    for image_text, labels_text in zip(args.images, args.labels, strict=True):
+        try:
+            samples += _training_samples(Path(image_text), Path(labels_text), model, args)
+        except _FileError as exc:
+            _err(exc.path, str(exc))
+            failed += 1
+    if failed:
+        print("nothing trained: fix the inputs above", file=sys.stderr, flush=True)
+        return EXIT_INPUT_FAILED
+
+    from dataclasses import replace
+
+    from .train import FINETUNE_DEFAULTS, iter_finetune
+
+    budget = args.time_budget if args.time_budget is not None else (None if args.steps else 120.0)
+    cfg = replace(FINETUNE_DEFAULTS, time_budget=budget, steps=args.steps, seed=args.seed)
+    if args.lr is not None:
+        cfg = replace(cfg, lr=args.lr)
+    limit = " and ".join(
+        x for x in (f"{budget:g} s" if budget else "", f"{args.steps} steps" if args.steps else "") if x
+    )
+    print(
+        f"fine-tuning {model.name} on {len(samples)} plane(s) from {len(args.images)} image(s), "
+        f"{limit} on {device}",
+        flush=True,
+    )
+    import torch
+
+    torch.manual_seed(args.seed)
+    gen = iter_finetune(model, samples, cfg, device=device, holdout=args.holdout)
+    last_print = -1e9
+    while True:
+        try:
+            st = next(gen)
+        except StopIteration as done:
+            tuned = done.value
+            break
+        now = time.perf_counter()
+        if st.heldout is not None or now - last_print >= 5.0 or st.step == 1:
+            line = (
+                f"step {st.step}  loss {st.loss:.4f}  {st.steps_per_second:.2f} steps/s  {st.elapsed:.0f} s"
+            )
+            if st.heldout is not None:
+                line += f"  held-out loss {st.heldout.loss:.4f} F1 {st.heldout.f1:.3f}"
+            print(line, flush=True)
+            last_print = now
+    info = tuned.card["finetune"]
+    metrics = tuned.card.get("metrics") or {}
+    if "heldout_f1_before" in metrics:
+        print(
+            f"held-out F1 (IoU 0.5, {metrics['heldout_objects']} objects): "
+            f"before {metrics['heldout_f1_before']:.3f} -> after {metrics['heldout_f1_after']:.3f} "
+            f"(weights of step {info['best_step']} of {info['steps']})",
+            flush=True,
+        )
+    else:
+        print(f"note: {info['holdout']}", flush=True)
+    tuned.card["name"] = args.output.stem
+    try:
+        tuned.save(args.output)
+    except OSError as exc:
+        _err(args.output, f"cannot write the model ({exc.strerror or _one_line(str(exc))})")
+        return EXIT_USAGE
+    print(f"saved {args.output}", flush=True)
+    return EXIT_OK
 
 
 def _model_prefixes(spec: str | None) -> list[str]:

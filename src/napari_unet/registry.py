@@ -3,15 +3,23 @@
 Models are referred to by name (``"nuclei"`` is the bundled model; saved versions by
 their file stem) or by a path to a ``.pt`` model file. The user folder is
 ``platformdirs.user_data_dir("napari-unet")/models`` unless ``NAPARI_UNET_MODEL_DIR`` is set.
+
+Every fine-tune result is saved there as a new version (:func:`save_version`, atomic, never
+overwriting); rolling back is deleting versions or choosing the bundled model. Files from
+elsewhere come in only through :func:`import_model`, which loads them safely first.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import time
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from ._atomic import atomic_write
 from .model import Model, ModelFileError
 
 BUNDLED_NAME = "nuclei"
@@ -69,3 +77,122 @@ def load_model(name_or_path: str | os.PathLike | Model | None = None) -> Model:
     if isinstance(name_or_path, Model):
         return name_or_path
     return Model.load(resolve_model_path(name_or_path))
+
+
+# --------------------------------------------------------------------------- versions
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class ModelSaveError(OSError):
+    """A model could not be written (unwritable folder, disk full); nothing was left behind."""
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name.endswith(MODEL_SUFFIX):
+        raise ValueError(
+            f"bad model name {name!r}: use letters, digits, '.', '_' or '-' (up to 100), no suffix"
+        )
+    if name == BUNDLED_NAME:
+        raise ValueError(f"{name!r} is the bundled model's name; choose another")
+    return name
+
+
+def _unique_name(base: str, folder: Path) -> str:
+    name, i = base, 2
+    while name == BUNDLED_NAME or (folder / f"{name}{MODEL_SUFFIX}").exists():
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+def _saved(name: str) -> ModelInfo:
+    for info in list_models():
+        if info.name == name and not info.bundled:
+            return info
+    raise ModelFileError(f"{name}: no saved model of that name")
+
+
+def save_version(model: Model, name: str | None = None) -> ModelInfo:
+    """Save ``model`` into the user's model folder as a new version, atomically.
+
+    ``name`` None gives ``<parent>-ft-YYYYmmdd-HHMMSS`` (with ``-2``, ``-3`` ... when taken).
+    The saved file's card carries that name. An existing name is never overwritten.
+    Raises :class:`ModelSaveError` (one line) when the folder cannot be written.
+    """
+    folder = user_model_dir()
+    if name is None:
+        parent = (model.card.get("parent") or {}).get("name") or model.name
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", str(parent)).strip("-.") or "model"
+        stem = re.sub(r"-ft(-\d{8}-\d{6})?(-\d+)?$", "", stem) or "model"
+        name = _unique_name(f"{stem}-ft-{time.strftime('%Y%m%d-%H%M%S')}", folder)
+    else:
+        _check_name(name)
+        if (folder / f"{name}{MODEL_SUFFIX}").exists():
+            raise ValueError(f"a saved model named {name!r} exists already")
+    card = dict(model.card)
+    card["name"] = name
+    path = folder / f"{name}{MODEL_SUFFIX}"
+    try:
+        Model(model.net, card, model.source).save(path)
+    except OSError as exc:
+        raise ModelSaveError(f"cannot save model {name!r} in {folder}: {exc.strerror or exc}") from None
+    return ModelInfo(name, path, False)
+
+
+def delete_model(name: str) -> None:
+    """Delete a saved version (roll back). The bundled model cannot be deleted."""
+    if name == BUNDLED_NAME:
+        raise ValueError("the bundled model cannot be deleted")
+    info = _saved(name)
+    try:
+        info.path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ModelSaveError(f"cannot delete {info.path}: {exc.strerror or exc}") from None
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` so that what lands in place is a complete file that loads."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(dest) as tmp:
+        shutil.copyfile(src, tmp)
+        Model.load(tmp)
+
+
+def export_model(name: str, path: str | os.PathLike) -> Path:
+    """Write model ``name`` (bundled or saved) to ``path`` (a file, or a folder to put it in)."""
+    src = resolve_model_path(name)
+    Model.load(src)  # refuse to export a broken file
+    dest = Path(path).expanduser()
+    if dest.is_dir():
+        dest = dest / f"{Path(src).stem}{MODEL_SUFFIX}"
+    try:
+        _copy_atomic(src, dest)
+    except OSError as exc:
+        raise ModelSaveError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    return dest
+
+
+def import_model(path: str | os.PathLike, name: str | None = None) -> ModelInfo:
+    """Add a model file to the user's models, after checking it loads safely.
+
+    The file is loaded with ``weights_only=True`` first: a foreign, corrupt or malicious file
+    raises :class:`ModelFileError` and nothing is copied. ``name`` None uses the file's stem.
+    """
+    src = Path(path).expanduser()
+    Model.load(src)  # raises ModelFileError with a one-line reason
+    folder = user_model_dir()
+    if name is None:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", src.stem).strip("-.") or "imported"
+        name = _unique_name(stem if stem != BUNDLED_NAME else f"{stem}-imported", folder)
+    else:
+        _check_name(name)
+        if (folder / f"{name}{MODEL_SUFFIX}").exists():
+            raise ValueError(f"a saved model named {name!r} exists already")
+    dest = folder / f"{name}{MODEL_SUFFIX}"
+    try:
+        _copy_atomic(src, dest)
+    except OSError as exc:
+        raise ModelSaveError(f"cannot import into {folder}: {exc.strerror or exc}") from None
+    return ModelInfo(name, dest, False)
