@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,51 +64,28 @@ def _strip_prefix(msg: str, *prefixes: object) -> str:
     return msg
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), not {text}")
-    return value
+def _number(
+    convert: Callable[[str], Any], ok: Callable[[Any], bool], requirement: str, kind: str = "a number"
+) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses with ``convert`` and checks ``ok``, with one-line errors."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, not {text}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be >= 1, not 0")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 0.5:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 0.5, not {text}")
-    return value
+_probability = _number(float, lambda v: 0.0 < v < 1.0, "between 0 and 1 (exclusive)")
+_positive_float = _number(float, lambda v: 0.0 < v < float("inf"), "a positive number")
+_fraction = _number(float, lambda v: 0.0 <= v <= 0.5, "between 0 and 0.5")
+_non_negative_int = _number(int, lambda v: v >= 0, ">= 0", "an integer")
+_positive_int = _number(int, lambda v: v >= 1, ">= 1", "an integer")
 
 
 def _axes_arg(text: str) -> str:
