@@ -181,6 +181,21 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(rec), flush=True)
         logfh.write(json.dumps(rec) + "\n")
+    last_state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
+    seconds = time.perf_counter() - t0
+    # the last weights too: they may generalise better than the best-on-validation ones
+    _save(
+        model,
+        last_state,
+        out.with_suffix(".last.pt"),
+        args,
+        f1,
+        per,
+        last.step,
+        seconds,
+        len(train),
+        len(val),
+    )
     if f1 >= best_f1:
         best_f1, best_groups, best_step = f1, per, last.step
         best_state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
