@@ -97,6 +97,22 @@ def _axes_arg(text: str) -> str:
     return axes
 
 
+def _add_image_options(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--axes, --channel and --device: how to read the images and where to run, for every command."""
+    parser.add_argument(
+        "--axes",
+        type=_axes_arg,
+        default=None,
+        help="axis order of the images, e.g. YX, ZYX, TZYX, YXC (default: from the file, else guessed)",
+    )
+    parser.add_argument(
+        "--channel", type=_non_negative_int, default=None, metavar="N", help=f"channel to {verb} (0-based)"
+    )
+    parser.add_argument(
+        "--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default: auto)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-unet",
@@ -116,18 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--model", default=None, metavar="NAME_OR_PATH", help="model name or .pt file (default: nuclei)"
     )
-    seg.add_argument(
-        "--axes",
-        type=_axes_arg,
-        default=None,
-        help="axis order of the inputs, e.g. YX, ZYX, TZYX, YXC (default: from the file, else guessed)",
-    )
-    seg.add_argument(
-        "--channel", type=_non_negative_int, default=None, metavar="N", help="channel to segment (0-based)"
-    )
-    seg.add_argument(
-        "--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default: auto)"
-    )
+    _add_image_options(seg, "segment")
     seg.add_argument(
         "--threshold",
         type=_probability,
@@ -176,11 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument(
         "--ignore-label", type=int, default=None, metavar="V", help="label value meaning 'not annotated'"
     )
-    ft.add_argument("--axes", type=_axes_arg, default=None, help="axis order of the images, e.g. YX, ZYX")
-    ft.add_argument(
-        "--channel", type=_non_negative_int, default=None, metavar="N", help="channel to train on (0-based)"
-    )
-    ft.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default: auto)")
+    _add_image_options(ft, "train on")
     ft.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: 1e-3)")
     ft.add_argument(
         "--holdout",
