@@ -27,6 +27,7 @@ from . import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
+    import torch
 
     from .model import Model
     from .postprocess import PostprocessParams
@@ -279,12 +280,29 @@ def _prepare_output_dir(outdir: Path) -> str | None:
     return None
 
 
-def _load_model(spec: str | None) -> Model:
+def _load_model(spec: str | None) -> Model | None:
+    """The model named by ``--model``, or None after one line on stderr saying why not."""
     from .model import Model
     from .registry import resolve_model_path
 
-    path = resolve_model_path(spec)
-    return Model.load(path)
+    try:
+        return Model.load(resolve_model_path(spec))
+    except Exception as exc:  # noqa: BLE001 - any failure means "this model cannot be used"
+        msg = _one_line(str(exc))
+        label = spec if spec is not None else "nuclei"
+        _err(label, _strip_prefix(msg, getattr(exc, "filename", None), *_model_prefixes(spec)))
+        return None
+
+
+def _device(name: str) -> torch.device | None:
+    """The ``--device`` asked for, or None after one line on stderr saying why it is unavailable."""
+    from .devices import select_device
+
+    try:
+        return select_device(name)
+    except ValueError as exc:
+        _err(f"--device {name}", str(exc))
+        return None
 
 
 def _postprocess_params(
@@ -421,12 +439,8 @@ def _stderr_is_tty() -> bool:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    model_label = args.model if args.model is not None else "nuclei"
-    try:
-        model = _load_model(args.model)
-    except Exception as exc:  # noqa: BLE001 - any failure means "this model cannot be used"
-        msg = _one_line(str(exc))
-        _err(model_label, _strip_prefix(msg, getattr(exc, "filename", None), *_model_prefixes(args.model)))
+    model = _load_model(args.model)
+    if model is None:
         return EXIT_USAGE
 
     outdir: Path = args.output
@@ -435,12 +449,7 @@ def _segment(args: argparse.Namespace) -> int:
         _err(outdir, problem)
         return EXIT_USAGE
 
-    from .devices import select_device
-
-    try:
-        select_device(args.device)
-    except ValueError as exc:
-        _err(f"--device {args.device}", str(exc))
+    if _device(args.device) is None:
         return EXIT_USAGE
 
     from .predict import PredictConfig
@@ -544,19 +553,11 @@ def _finetune(args: argparse.Namespace) -> int:
     if problem:
         _err(args.output, problem)
         return EXIT_USAGE
-    model_label = args.model if args.model is not None else "nuclei"
-    try:
-        model = _load_model(args.model)
-    except Exception as exc:  # noqa: BLE001 - any failure means "this model cannot be used"
-        msg = _one_line(str(exc))
-        _err(model_label, _strip_prefix(msg, getattr(exc, "filename", None), *_model_prefixes(args.model)))
+    model = _load_model(args.model)
+    if model is None:
         return EXIT_USAGE
-    from .devices import select_device
-
-    try:
-        device = select_device(args.device)
-    except ValueError as exc:
-        _err(f"--device {args.device}", str(exc))
+    device = _device(args.device)
+    if device is None:
         return EXIT_USAGE
 
     samples: list = []
