@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import _plan
+from ._model_state import model_state
 
 if TYPE_CHECKING:
     import napari
@@ -132,7 +133,7 @@ class SegmentWidget(QWidget):
         self._stop_requested = False
         self._latest: Progress | None = None
         self._showing = False
-        self._models: dict[tuple[str, float], Model] = {}
+        self.model_state = model_state(napari_viewer)
         self._extra_models: list[tuple[str, str]] = []  # (label, path) loaded from files
         self._model_index = 0
         self._written: dict[Any, _plan.Written] = {}  # labels layer id -> what we wrote there
@@ -196,6 +197,8 @@ class SegmentWidget(QWidget):
         self.axes_edit.textChanged.connect(self._on_axes_changed)
         self.model_combo.activated.connect(self._on_model_activated)
         self.model_combo.about_to_show.connect(self._refresh_models)
+        self.model_state.registry_changed.connect(self._refresh_models)
+        self.model_state.selected.connect(self._on_model_selected_elsewhere)
 
         layers = self.viewer.layers
         layers.events.inserted.connect(self._on_layer_inserted)
@@ -205,7 +208,8 @@ class SegmentWidget(QWidget):
             layer.events.name.connect(self._refresh_images)
 
         self._refresh_models()
-        self._select_model_at(0)
+        start = self.model_combo.findData(self.model_state.path) if self.model_state.path else -1
+        self._select_model_at(max(start, 0))
         self._refresh_images()
         # napari imports pandas & co. the first time any Labels layer is built (~0.3 s on the
         # GUI thread): pay it when the widget opens, not as a freeze when the first result lands
@@ -299,14 +303,19 @@ class SegmentWidget(QWidget):
         return path or None
 
     def _load(self, path: str) -> Model:
-        """Load (and cache) a model; a changed file on disk is read again."""
-        from ..registry import load_model
+        """Load (and cache, shared with Fine-tune) a model; a changed file is read again."""
+        return self.model_state.load(path)
 
-        p = Path(path)
-        key = (str(p), p.stat().st_mtime if p.is_file() else -1.0)
-        if key not in self._models:
-            self._models[key] = load_model(p)
-        return self._models[key]
+    def _on_model_selected_elsewhere(self, path: str) -> None:
+        """Fine-tune saved a version (or another widget chose a model): use it from now on."""
+        if path == self.model_combo.itemData(self._model_index):
+            return
+        self._refresh_models()
+        index = self.model_combo.findData(path)
+        if index < 0:  # a file outside the model folder: list it like "Load from file..."
+            self.load_model_file(path)
+        else:
+            self._select_model_at(index)
 
     def load_model_file(self, path: str | Path) -> bool:
         """Add a model file to the chooser and select it; a bad file is reported, not raised."""
@@ -334,6 +343,7 @@ class SegmentWidget(QWidget):
             return
         self.model_combo.setCurrentIndex(index)
         self._model_index = index
+        self.model_state.select(self.model_combo.itemData(index))
         defaults = PostprocessParams()
         try:
             card = self._load(self.model_combo.itemData(index)).card

@@ -1,0 +1,72 @@
+"""What the plugin's dock widgets of one viewer share about models.
+
+``Segment`` owns the model chooser; ``Fine-tune`` starts from the model chosen there and,
+when it saves a new version, selects it so that the next Segment uses the improved model.
+Both talk through this one object per viewer instead of finding each other in the window,
+so either widget works alone and the two stay in step when both are docked.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from qtpy.QtCore import QObject, Signal
+
+from ..model import Model
+
+
+class ModelState(QObject):
+    """The selected model (a file path) and a cache of loaded models, shared per viewer."""
+
+    #: a model file path was selected (by Segment's chooser or by a finished fine-tune)
+    selected = Signal(str)
+    #: models were saved, deleted or imported: choosers should list them again
+    registry_changed = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.path: str | None = None
+        self._cache: dict[tuple[str, float], Model] = {}
+
+    def select(self, path: str) -> None:
+        """Make ``path`` the selected model and tell every widget."""
+        if path != self.path:
+            self.path = str(path)
+            self.selected.emit(self.path)
+
+    def load(self, path: str | None = None) -> Model:
+        """Load (and cache) ``path`` or the selected model (the bundled one if none).
+
+        A file changed on disk is read again; raises ``ModelFileError`` / ``OSError``.
+        """
+        from pathlib import Path
+
+        from ..registry import load_model, resolve_model_path
+
+        p = Path(path or self.path or resolve_model_path(None))
+        key = (str(p), p.stat().st_mtime if p.exists() else 0.0)
+        if key not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k[0] != key[0]}
+            self._cache[key] = load_model(p)
+        return self._cache[key]
+
+    def forget(self, path: str) -> None:
+        """Drop a deleted model from the cache (and from the selection)."""
+        self._cache = {k: v for k, v in self._cache.items() if k[0] != str(path)}
+        if self.path == str(path):
+            self.path = None
+
+    def changed(self) -> None:
+        self.registry_changed.emit()
+
+
+_STATES: weakref.WeakKeyDictionary[Any, ModelState] = weakref.WeakKeyDictionary()
+
+
+def model_state(viewer: Any) -> ModelState:
+    """The one :class:`ModelState` of ``viewer`` (created on first use)."""
+    state = _STATES.get(viewer)
+    if state is None:
+        state = _STATES[viewer] = ModelState()
+    return state
