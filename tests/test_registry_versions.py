@@ -120,3 +120,54 @@ def test_unusable_model_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     src = tuned_model().save(tmp_path / "src.pt")
     with pytest.raises(ModelSaveError, match="cannot import"):
         import_model(src)
+
+
+# --- the same from the shell: napari-unet models list/delete/export/import ----------------------------
+
+
+def test_cli_models_manage_versions(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from napari_unet import cli
+
+    saved = save_version(tuned_model(), "mine")
+    out = tmp_path / "shared"
+    out.mkdir()
+    assert cli.main(["models", "export", "mine", str(out)]) == 0
+    assert (out / "mine.pt").is_file() and "exported mine" in capsys.readouterr().out
+    assert cli.main(["models", "delete", "mine"]) == 0
+    assert not saved.path.exists()
+    assert cli.main(["models", "import", str(out / "mine.pt"), "--name", "back"]) == 0
+    assert "imported" in capsys.readouterr().out
+    assert cli.main(["models", "list"]) == 0
+    assert "back  [saved]" in capsys.readouterr().out
+    assert isinstance(load_model("back"), Model)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["delete", BUNDLED_NAME], "error: nuclei: the bundled model cannot be deleted"),
+        (["delete", "nope"], "error: nope: no saved model of that name"),
+        (["export", "nope", "x.pt"], "error: nope:"),
+    ],
+)
+def test_cli_models_errors_are_one_line(
+    model_dir: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    from napari_unet import cli
+
+    assert cli.main(["models", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_cli_models_import_refuses_junk(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from napari_unet import cli
+
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a model")
+    assert cli.main(["models", "import", str(junk)]) == 1
+    err = capsys.readouterr().err
+    assert "not a readable model file" in err and err.count("\n") == 1
+    assert not model_dir.exists() or not list(model_dir.glob("*.pt"))

@@ -194,7 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ft.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_FILE")
 
-    sub.add_parser("models", help="list available models", description="List bundled and saved models.")
+    models = sub.add_parser(
+        "models",
+        help="list, delete, export or import models",
+        description="Manage models: list (default), delete a saved version (roll back), "
+        "export one to a file, import a file as a saved version.",
+    )
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.add_parser("list", help="list bundled and saved models (the default)")
+    rm = msub.add_parser("delete", help="delete a saved version (the bundled model stays)")
+    rm.add_argument("name", metavar="NAME", help="saved model name (see `napari-unet models`)")
+    ex = msub.add_parser("export", help="write a model to a file to share it")
+    ex.add_argument("name", metavar="NAME", help="model name (bundled or saved)")
+    ex.add_argument("path", type=Path, metavar="PATH", help="a .pt file, or a folder to put it in")
+    im = msub.add_parser("import", help="add a model file to the saved models (checked first)")
+    im.add_argument("path", type=Path, metavar="FILE", help="a napari-unet .pt model file")
+    im.add_argument("--name", default=None, help="name to save it under (default: the file's stem)")
     return parser
 
 
@@ -211,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "finetune":
             return _finetune(args)
         if args.command == "models":
-            return _models()
+            return _manage_models(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
@@ -256,6 +271,30 @@ def _models() -> int:
         if description:
             print(f"    {_one_line(str(description))}")
         print(f"    {info.path}")
+    return EXIT_OK
+
+
+def _manage_models(args: argparse.Namespace) -> int:
+    """``models delete/export/import``: one line on success, one ``error:`` line on failure."""
+    from .model import ModelFileError
+    from .registry import delete_model, export_model, import_model
+
+    action = getattr(args, "models_command", None)
+    if action in (None, "list"):
+        return _models()
+    try:
+        if action == "delete":
+            delete_model(args.name)
+            print(f"deleted {args.name}")
+        elif action == "export":
+            print(f"exported {args.name} to {export_model(args.name, args.path)}")
+        elif action == "import":
+            info = import_model(args.path, args.name)
+            print(f"imported {args.path} as {info.name} ({info.path})")
+    except (ModelFileError, OSError, ValueError) as exc:
+        subject = getattr(args, "name", None) if action != "import" else args.path
+        _err(subject, _strip_prefix(_one_line(str(exc)), subject))
+        return EXIT_INPUT_FAILED
     return EXIT_OK
 
 

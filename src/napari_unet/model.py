@@ -80,8 +80,12 @@ def _load_failure_reason(exc: Exception) -> str:
         if detail:
             return f"refused: the file holds Python objects that could run code ({detail[:100]})"
         detail = next((ln for ln in lines if ln.startswith("Unsupported")), "unsupported content")
+        if detail.startswith("Unsupported operand"):  # not a pickle at all: text, an image...
+            return "not a readable model file (not a PyTorch weights file)"
         return f"refused: not a plain weights file ({detail[:100]})"
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if isinstance(exc, (KeyError, EOFError)) or not text.strip():  # pickle's magic/opcode lookups
+        return "not a readable model file (not a PyTorch weights file, or cut off)"
+    first = text.strip().splitlines()[0]
     return f"not a readable model file ({first[:120]})"
 
 
