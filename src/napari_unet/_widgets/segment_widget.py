@@ -28,8 +28,11 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMenu,
+    QMessageBox,
     QPushButton,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -136,7 +139,8 @@ class SegmentWidget(QWidget):
         self.model_state = model_state(napari_viewer)
         self._extra_models: list[tuple[str, str]] = []  # (label, path) loaded from files
         self._model_index = 0
-        self._written: dict[Any, _plan.Written] = {}  # labels layer id -> what we wrote there
+        # labels layer id -> what we wrote there; shared so Fine-tune can tell edits from our writes
+        self._written: dict[Any, _plan.Written] = self.model_state.written
         self._target_for: dict[Any, Any] = {}  # image id -> labels id
 
         self.image_combo = QComboBox()
@@ -145,6 +149,17 @@ class SegmentWidget(QWidget):
         self.channel_spin = QSpinBox()
         self.channel_spin.setToolTip("Which channel the model sees")
         self.model_combo = _ModelCombo()
+        self.models_button = QToolButton()
+        self.models_button.setText("\u22ef")
+        self.models_button.setToolTip("Manage models: import, export, delete a saved version, roll back")
+        self.models_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.models_button)
+        self.import_action = menu.addAction("Import model file...")
+        self.export_action = menu.addAction("Export selected model...")
+        self.delete_action = menu.addAction("Delete selected version...")
+        self.rollback_action = menu.addAction("Roll back to the bundled model")
+        self.models_button.setMenu(menu)
+        menu.aboutToShow.connect(self._update_model_actions)
         self.threshold_spin = QDoubleSpinBox()
         self.threshold_spin.setRange(0.01, 0.99)
         self.threshold_spin.setSingleStep(0.05)
@@ -176,7 +191,11 @@ class SegmentWidget(QWidget):
         form.addRow("image", self.image_combo)
         form.addRow("axes", self.axes_edit)
         form.addRow("channel", self.channel_spin)
-        form.addRow("model", self.model_combo)
+        model_row = QHBoxLayout()
+        model_row.setContentsMargins(0, 0, 0, 0)
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.models_button)
+        form.addRow("model", model_row)
         form.addRow("threshold", self.threshold_spin)
         form.addRow("min size", self.min_size_spin)
         form.addRow("nucleus diameter (px)", self.diameter_spin)
@@ -198,7 +217,12 @@ class SegmentWidget(QWidget):
         self.model_combo.activated.connect(self._on_model_activated)
         self.model_combo.about_to_show.connect(self._refresh_models)
         self.model_state.registry_changed.connect(self._refresh_models)
+        self.import_action.triggered.connect(lambda: self.import_model_file())
+        self.export_action.triggered.connect(lambda: self.export_selected())
+        self.delete_action.triggered.connect(lambda: self.delete_selected())
+        self.rollback_action.triggered.connect(self.use_bundled)
         self.model_state.selected.connect(self._on_model_selected_elsewhere)
+        self.model_state.resegment_requested.connect(self._on_resegment_requested)
 
         layers = self.viewer.layers
         layers.events.inserted.connect(self._on_layer_inserted)
@@ -287,6 +311,8 @@ class SegmentWidget(QWidget):
         self.model_combo.setCurrentIndex(max(index, 0))
         self._model_index = self.model_combo.currentIndex()
         self.model_combo.blockSignals(False)
+        if current is not None and index < 0:  # the selected model was deleted elsewhere
+            self._select_model_at(0)
 
     def _on_model_activated(self, index: int) -> None:
         if self.model_combo.itemData(index) is None:
@@ -296,6 +322,84 @@ class SegmentWidget(QWidget):
                 self.load_model_file(path)
             return
         self._select_model_at(index)
+
+    def _update_model_actions(self) -> None:
+        self.delete_action.setEnabled(self._selected_version() is not None)
+        self.rollback_action.setEnabled(self._model_index != 0)
+
+    def _selected_version(self) -> str | None:
+        """Name of the selected model if it is a saved version (the only kind one may delete)."""
+        from ..registry import list_models
+
+        path = self.model_combo.itemData(self._model_index)
+        return next((i.name for i in list_models() if not i.bundled and str(i.path) == path), None)
+
+    def import_model_file(self, path: str | Path | None = None) -> bool:
+        """Copy a model file into the saved models (checked first) and select it."""
+        from ..model import ModelFileError
+        from ..registry import import_model
+
+        path = path or self._ask_model_file()
+        if not path:
+            return False
+        try:
+            info = import_model(path)
+        except (ModelFileError, OSError, ValueError) as exc:
+            show_error(f"napari-unet: cannot import {Path(path).name}: {_one_line(exc)}")
+            return False
+        self.model_state.changed()
+        self._select_model_at(self.model_combo.findData(str(info.path)))
+        show_info(f"napari-unet: imported {Path(path).name} as {info.name}")
+        return True
+
+    def export_selected(self, path: str | Path | None = None) -> Path | None:
+        """Write the selected model to a file the user picks (to share or archive it)."""
+        from ..model import ModelFileError
+        from ..registry import export_model
+
+        src = self.model_combo.itemData(self._model_index)
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Export napari-unet model", Path(src).name, MODEL_FILE_FILTER
+            )
+        if not path:
+            return None
+        try:
+            dest = export_model(src, path)
+        except (ModelFileError, OSError, ValueError) as exc:
+            show_error(f"napari-unet: cannot export: {_one_line(exc)}")
+            return None
+        show_info(f"napari-unet: model written to {dest}")
+        return dest
+
+    def delete_selected(self, confirm: bool = True) -> bool:
+        """Delete the selected saved version and go back to the bundled model."""
+        from ..registry import delete_model
+
+        name = self._selected_version()
+        if name is None:
+            show_warning("napari-unet: only saved versions can be deleted (not the bundled model or a file)")
+            return False
+        if confirm:
+            answer = QMessageBox.question(self, "Delete model", f"Delete the saved model {name!r}?")
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+        path = self.model_combo.itemData(self._model_index)
+        try:
+            delete_model(name)
+        except (OSError, ValueError) as exc:
+            show_error(f"napari-unet: cannot delete {name}: {_one_line(exc)}")
+            return False
+        self.model_state.forget(path)
+        self.model_state.changed()
+        self.use_bundled()
+        show_info(f"napari-unet: deleted {name}; using the bundled model")
+        return True
+
+    def use_bundled(self) -> None:
+        """Roll back: segment with the bundled model again (saved versions are kept)."""
+        self._refresh_models()
+        self._select_model_at(0)
 
     def _ask_model_file(self) -> str | None:
         """The file dialog, apart so tests can replace it."""
@@ -583,6 +687,13 @@ class SegmentWidget(QWidget):
         if before is None or len(before) < len(_plan.plane_indices(data.shape)):
             return _plan.remember(before, _plan.fingerprint(data))  # a new layer: every plane
         return _plan.remember(before, _plan.fingerprint(data, _plan.plane_indices(data.shape, plan.target)))
+
+    def _on_resegment_requested(self, image_id: Any) -> None:
+        """Fine-tune saved a model: segment its image again (edited labels are never overwritten)."""
+        index = self.image_combo.findData(image_id)
+        if index >= 0:
+            self.image_combo.setCurrentIndex(index)
+        self.segment()
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
         self.stop()
