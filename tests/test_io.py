@@ -369,3 +369,146 @@ def test_interrupted_write_leaves_no_file(tmp_path: Path, monkeypatch, exc: type
 def test_io_does_not_import_qt() -> None:
     """The core reader must stay usable headless (CLI, clusters)."""
     assert "qtpy" not in io.__dict__ and "napari" not in io.__dict__
+
+
+# --- open_image: stacks of any size ---------------------------------------------------------------
+
+
+def _ome(path: Path) -> np.ndarray:
+    data = RNG.integers(0, 4000, (2, 3, 4, 16, 20)).astype(np.uint16)
+    tifffile.imwrite(
+        path,
+        data,
+        ome=True,
+        metadata={
+            "axes": "TCZYX",
+            "PhysicalSizeX": 0.5,
+            "PhysicalSizeY": 0.5,
+            "PhysicalSizeZ": 2.0,
+            "TimeIncrement": 30.0,
+            "Channel": {"Name": ["DAPI", "GFP", "RFP"]},
+        },
+    )
+    return data
+
+
+@pytest.mark.parametrize("name", ["ome", "imagej", "plain", "tiled"])
+def test_lazy_tiff_equals_eager_read(tmp_path: Path, name: str) -> None:
+    import dask.array as da
+
+    p = tmp_path / f"{name}.tif"
+    if name == "ome":
+        data = _ome(p)
+    else:
+        data = RNG.integers(0, 4000, (2, 3, 2, 32, 32)).astype(np.uint16)
+        kwargs = {
+            "imagej": {"imagej": True, "metadata": {"axes": "TZCYX"}},
+            "plain": {"metadata": {"axes": "TZCYX"}},
+            "tiled": {"tile": (16, 16), "compression": "zlib", "metadata": {"axes": "TZCYX"}},
+        }[name]
+        tifffile.imwrite(p, data, **kwargs)
+    lazy, lazy_axes, lazy_meta = io.open_image(p, lazy=True)
+    eager, eager_axes, eager_meta = io.open_image(p, lazy=False)
+    assert isinstance(lazy, da.Array) and isinstance(eager, np.ndarray)
+    assert lazy.chunks[-2:] == ((data.shape[-2],), (data.shape[-1],))  # one chunk per plane
+    assert max(lazy.chunks[0]) == 1
+    np.testing.assert_array_equal(lazy.compute(), eager)
+    np.testing.assert_array_equal(eager, data)
+    assert lazy_axes == eager_axes
+    assert {k: v for k, v in lazy_meta.items() if k != "lazy"} == {
+        k: v for k, v in eager_meta.items() if k != "lazy"
+    }
+
+
+def test_ome_tiff_meta_channels_and_time(tmp_path: Path) -> None:
+    p = tmp_path / "c.ome.tif"
+    _ome(p)
+    _, axes, meta = io.open_image(p)
+    assert axes == "TCZYX"
+    assert meta["channel_names"] == ["DAPI", "GFP", "RFP"]
+    assert meta["pixel_size"] == pytest.approx({"T": 30.0, "Z": 2.0, "Y": 0.5, "X": 0.5})
+
+
+def test_lazy_threshold_default_env_and_argument(tmp_path: Path, monkeypatch) -> None:
+    import dask.array as da
+
+    p = tmp_path / "s.tif"
+    tifffile.imwrite(p, _stack())  # 10 kB of pixels
+    assert isinstance(io.open_image(p)[0], np.ndarray)  # default threshold: 1 GiB
+    assert isinstance(io.open_image(p, lazy_threshold_bytes=1000)[0], da.Array)
+    monkeypatch.setenv("NAPARI_UNET_LAZY_BYTES", "1000")
+    assert isinstance(io.open_image(p)[0], da.Array)
+    assert isinstance(io.open_image(p, lazy_threshold_bytes=10**9)[0], np.ndarray)  # caller wins
+    monkeypatch.setenv("NAPARI_UNET_LAZY_BYTES", "lots")
+    with pytest.raises(ImageReadError, match="NAPARI_UNET_LAZY_BYTES"):
+        io.open_image(p)
+
+
+def test_lazy_tiff_pickles_for_distributed_workers(tmp_path: Path) -> None:
+    import pickle
+
+    p = tmp_path / "s.tif"
+    data = _stack()
+    tifffile.imwrite(p, data, byteorder=">")
+    lazy, _, _ = io.open_image(p, lazy=True)
+    lazy[0].compute()  # the file is open in this process now; the pickle must not carry it
+    back = pickle.loads(pickle.dumps(lazy))
+    out = back.compute()
+    assert out.dtype.isnative
+    np.testing.assert_array_equal(out, data)
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+def test_truncated_tiff_refused_lazily_too(tmp_path: Path, lazy: bool) -> None:
+    full = tmp_path / "full.tif"
+    tifffile.imwrite(full, _stack((8, 64, 64)), imagej=True, metadata={"axes": "ZYX"})
+    p = tmp_path / "cut.tif"
+    p.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(ImageReadError, match="truncated") as info:
+        io.open_image(p, lazy=lazy)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("old", "new"), [(b'SizeZ="4"', b'SizeZ="5"'), (b'SizeT="2"', b'SizeT="9"')])
+def test_ome_metadata_contradicting_the_pages(tmp_path: Path, old: bytes, new: bytes) -> None:
+    """tifffile zero-fills missing frames and only logs it: that is an error for us."""
+    good = tmp_path / "good.ome.tif"
+    _ome(good)
+    p = tmp_path / "bad.ome.tif"
+    p.write_bytes(good.read_bytes().replace(old, new))
+    msg = _refused(p, "OME metadata contradicts the data")
+    assert "missing" in msg
+    with pytest.raises(ImageReadError, match="contradicts"):
+        io.open_image(p, lazy=True)
+
+
+def test_six_dimensional_tiff_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "six.tif"
+    tifffile.imwrite(p, np.zeros((2, 2, 2, 2, 8, 8), np.uint8))
+    _refused(p, "6-D", "at most 5 dimensions")
+
+
+def test_open_image_png_and_zarr_routes(tmp_path: Path) -> None:
+    from napari_unet.omezarr import write_ome_zarr
+
+    png = tmp_path / "g.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)
+    data, axes, meta = io.open_image(png)
+    assert isinstance(data, np.ndarray) and axes == "YX" and meta["lazy"] is False
+    store = write_ome_zarr(tmp_path / "s.ome.zarr", np.ones((2, 8, 8), np.uint8), "ZYX")
+    arr, axes, meta = io.open_image(store)
+    assert axes == "ZYX" and meta["lazy"] is True and int(arr.sum().compute()) == 128
+    assert image_stem(store) == "s"
+
+
+def test_write_labels_from_dask_plane_by_plane(tmp_path: Path) -> None:
+    import dask.array as da
+
+    labels = da.from_array(RNG.integers(0, 60, (3, 4, 16, 16)), chunks=(1, 1, 16, 16))
+    p = write_labels(tmp_path / "l.tif", labels, axes="TZYX", meta={"pixel_size": {"X": 0.5, "Y": 0.5}})
+    data, axes, meta = read_image(p)
+    assert data.dtype == np.uint16 and axes == "TZYX" and meta["format"] == "imagej-tiff"
+    np.testing.assert_array_equal(data, labels.compute())
+    with pytest.raises(ValueError, match="negative"):
+        write_labels(tmp_path / "neg.tif", da.full((4, 4), -1, chunks=2), axes="YX")
+    assert not (tmp_path / "neg.tif").exists()

@@ -19,6 +19,12 @@ Decisions:
 * A truncated or corrupt file is an error, never a silently shorter stack: tifffile reads a
   TIFF whose page chain is cut off as its first page only and merely logs it, so its log is
   watched while reading.
+* :func:`open_image` is :func:`read_image` for stacks of any size: a TIFF whose pixels exceed
+  :data:`LAZY_THRESHOLD` (1 GiB, or ``NAPARI_UNET_LAZY_BYTES``) comes back as a dask array with
+  one chunk per plane that reads pages on demand (picklable: it reopens the file by path, so it
+  works on dask-distributed workers); OME-Zarr folders are always lazy.
+* More than 5 dimensions (beyond TZCYX) and OME metadata that contradicts the pixel data are
+  errors (tifffile would zero-fill or drop frames and only log it).
 * Labels are written atomically (temporary file in the same folder, then ``os.replace``):
   an interrupted run never leaves a half-written file that looks complete.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +53,13 @@ _TIFF_AXES = {"T": "T", "Z": "Z", "C": "C", "Y": "Y", "X": "X", "S": "C"}
 # tifffile log messages that mean the file is cut off or its structure is broken.
 _CORRUPT_LOG = ("invalid page offset", "corrupted", "failed to reshape", "truncated")
 _IMAGEJ_ORDER = "TZCYX"
+# tifffile log messages that mean the OME-XML does not describe the stored pages
+_OME_MISMATCH_LOG = ("ome series",)
+MAX_NDIM = 5
+LAZY_THRESHOLD = 1 << 30  # uncompressed bytes above which open_image reads lazily
+LAZY_ENV = "NAPARI_UNET_LAZY_BYTES"
+ZARR_SUFFIXES = (".ome.zarr", ".zarr")
+_PLANE_CHUNK_BYTES = 256 << 20  # planes larger than this are chunked in tiles
 _MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff"}
 
 
@@ -57,7 +71,7 @@ def image_stem(path: str | os.PathLike) -> str:
     """File name without its image suffix; ``a.ome.tif`` -> ``a`` (not ``a.ome``)."""
     name = Path(path).name
     lower = name.lower()
-    for suffix in SUPPORTED_SUFFIXES:
+    for suffix in (*SUPPORTED_SUFFIXES, *ZARR_SUFFIXES):
         if lower.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
@@ -95,6 +109,14 @@ def _check_file(path: Path) -> None:
 def _native(data: np.ndarray) -> np.ndarray:
     """Native byte order: torch and most of numpy's fast paths refuse big-endian arrays."""
     return data if data.dtype.isnative else data.astype(data.dtype.newbyteorder("="))
+
+
+def _check_ndim(shape: tuple[int, ...], file_axes: str | None = None) -> None:
+    if len(shape) > MAX_NDIM:
+        told = f", file axes {file_axes}" if file_axes else ""
+        raise ImageReadError(
+            f"{len(shape)}-D image {tuple(shape)}{told}: at most {MAX_NDIM} dimensions (TZCYX) are supported"
+        )
 
 
 def _check_pixels(data: np.ndarray) -> np.ndarray:
@@ -156,6 +178,9 @@ def _pixel_sizes_imagej(tif: Any) -> dict[str, Any]:
     spacing = ij.get("spacing")
     if isinstance(spacing, (int, float)) and spacing > 0:
         sizes["Z"] = float(spacing)
+    finterval = ij.get("finterval")
+    if sizes and isinstance(finterval, (int, float)) and finterval > 0:
+        sizes["T"] = float(finterval)
     if sizes:
         meta["pixel_size"] = sizes
         unit = ij.get("unit")
@@ -180,15 +205,87 @@ def _pixel_sizes_ome(tif: Any) -> dict[str, Any]:
                 sizes[ax] = float(value)
         except ValueError:
             pass
-    if not sizes:
-        return {}
-    return {"pixel_size": sizes, "unit": pixels.get("PhysicalSizeXUnit", "µm")}
+    meta: dict[str, Any] = {}
+    names = [ch.get("Name") for ch in pixels if ch.tag.endswith("Channel")]
+    if names and all(names):
+        meta["channel_names"] = [str(n) for n in names]
+    try:
+        dt = float(pixels.get("TimeIncrement", "0"))
+    except ValueError:
+        dt = 0.0
+    if dt > 0 and sizes:
+        sizes["T"] = dt
+        meta["time_unit"] = pixels.get("TimeIncrementUnit", "s")
+    if sizes:
+        meta.update(pixel_size=sizes, unit=pixels.get("PhysicalSizeXUnit", "µm"))
+    return meta
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, str | None, dict[str, Any]]:
+def _lazy_threshold(lazy_threshold_bytes: int) -> int:
+    """The env var replaces the default threshold (not one the caller chose)."""
+    env = os.environ.get(LAZY_ENV)
+    if env and lazy_threshold_bytes == LAZY_THRESHOLD:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise ImageReadError(f"{LAZY_ENV}={env!r} is not a number of bytes") from None
+    return int(lazy_threshold_bytes)
+
+
+def _tiff_chunks(file_axes: str, shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """One chunk per plane (what napari slices); tiles of ~4096x4096 for huge planes."""
+    plane_axes = {"Y", "X", "S"}
+    chunks = [n if a in plane_axes else 1 for a, n in zip(file_axes, shape, strict=True)]
+    plane = int(np.prod(chunks)) * itemsize
+    if plane > _PLANE_CHUNK_BYTES:
+        chunks = [min(n, 4096) if a in "YX" else c for a, n, c in zip(file_axes, shape, chunks, strict=True)]
+    return tuple(chunks)
+
+
+class _TiffPlanes:
+    """Array-like view of a TIFF series that reads only the pages asked for.
+
+    It holds the path, not an open file: pickling drops the handle, so a dask graph built on it
+    can be sent to distributed workers, each of which reopens the file on first use.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path = path
+        self.shape = shape
+        self.dtype = np.dtype(dtype).newbyteorder("=")
+        self.ndim = len(shape)
+        self._array: Any = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_array", "_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _array=None, _lock=threading.Lock())
+
+    def _open(self) -> Any:
+        with self._lock:  # dask threads ask at once: open the file once
+            if self._array is None:
+                import tifffile
+                import zarr
+
+                self._array = zarr.open(tifffile.imread(self.path, aszarr=True, series=0), mode="r")
+        return self._array
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        try:
+            return _native(np.asarray(self._open()[index]))
+        except Exception as exc:  # noqa: BLE001 - decoders raise anything on bad bytes
+            raise ImageReadError(f"corrupt TIFF data ({_first_line(exc)})") from None
+
+
+def _open_tiff(
+    path: Path, lazy: bool | None = False, threshold: int = LAZY_THRESHOLD
+) -> tuple[Any, str | None, dict[str, Any]]:
     import tifffile
 
     file_size = path.stat().st_size
+    data: Any = None
     with _tifffile_log() as log:
         try:
             with tifffile.TiffFile(path) as tif:
@@ -202,17 +299,33 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str | None, dict[str, Any]]:
                     for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
                         if count and offset + count > file_size:
                             raise ImageReadError("truncated TIFF (image data runs past the end of the file)")
-                data = series.asarray()
+                if (
+                    series.dataoffset is not None
+                    and 0 < series.nbytes
+                    and series.dataoffset + series.nbytes > file_size
+                ):
+                    raise ImageReadError("truncated TIFF (image data runs past the end of the file)")
                 file_axes = str(series.axes)
+                shape = tuple(int(n) for n in series.shape)
+                dtype = np.dtype(series.dtype)
                 meta: dict[str, Any] = {"format": "tiff", "file_axes": file_axes}
                 if tif.is_ome:
                     meta["format"] = "ome-tiff"
                     meta.update(_pixel_sizes_ome(tif))
+                    if series.kind != "ome":
+                        raise ImageReadError("OME metadata contradicts the data (pages do not fit its sizes)")
                 elif tif.is_imagej:
                     meta["format"] = "imagej-tiff"
                     meta.update(_pixel_sizes_imagej(tif))
                 if len(tif.series) > 1:
                     meta["series"] = len(tif.series)
+                _check_ndim(shape, file_axes)
+                nbytes = int(np.prod(shape)) * dtype.itemsize
+                meta["nbytes"] = nbytes
+                if lazy is None:
+                    lazy = nbytes > threshold
+                if not lazy:
+                    data = series.asarray()
         except ImageReadError:
             raise
         except tifffile.TiffFileError as exc:
@@ -224,15 +337,44 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str | None, dict[str, Any]]:
             raise ImageReadError("image is too large to load into memory") from None
         except Exception as exc:  # noqa: BLE001 - decoders raise anything on bad bytes
             raise ImageReadError(f"truncated or corrupt TIFF ({_first_line(exc)})") from None
+    mismatch = [m for m in log.messages if any(k in m.lower() for k in _OME_MISMATCH_LOG)]
+    if mismatch:
+        detail = _first_line(Exception(mismatch[-1].split("> ", 1)[-1]))
+        raise ImageReadError(f"OME metadata contradicts the data ({detail})")
     broken = [m for m in log.messages if any(k in m.lower() for k in _CORRUPT_LOG)]
     if broken:
         detail = broken[-1].split("> ", 1)[-1]
         raise ImageReadError(f"truncated or corrupt TIFF ({_first_line(Exception(detail))})")
-    data = _check_pixels(data)
+    if lazy:
+        import dask.array as da
+        from dask.base import tokenize
+
+        if 0 in shape:
+            raise ImageReadError(f"image has no pixels (shape {shape})")
+        if dtype.kind not in "biuf":
+            raise ImageReadError(f"unsupported pixel type {dtype}")
+        planes = _TiffPlanes(path, shape, dtype)
+        name = "tiff-" + tokenize(str(path.resolve()), path.stat().st_mtime_ns, file_size)
+        chunks = _tiff_chunks(file_axes, shape, dtype.itemsize)
+        data = da.from_array(
+            planes,
+            chunks=chunks,
+            name=name,
+            lock=False,
+            asarray=False,
+            meta=np.empty((0,) * len(shape), planes.dtype),
+        )
+    else:
+        data = _check_pixels(data)
+    meta["lazy"] = bool(lazy)
     axes = map_tiff_axes(file_axes) if len(file_axes) == data.ndim else None
-    if axes is not None and "C" in axes and file_axes.upper().endswith("S") and data.shape[-1] in (3, 4):
-        meta["rgb"] = True
+    if file_axes.upper().endswith("S") and data.shape[-1] in (3, 4):
+        meta["rgb"] = True  # colour samples, even where the other axes are unknown
     return data, axes, meta
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, str | None, dict[str, Any]]:
+    return _open_tiff(path, lazy=False)
 
 
 def _read_plain(path: Path, suffix: str, collapse_gray_rgb: bool) -> tuple[np.ndarray, str | None, dict]:
@@ -295,6 +437,51 @@ def read_image(
     return _read_tiff(path)
 
 
+def open_image(
+    path: str | os.PathLike,
+    lazy: bool | None = None,
+    lazy_threshold_bytes: int = LAZY_THRESHOLD,
+) -> tuple[Any, str | None, dict[str, Any]]:
+    """:func:`read_image` for stacks of any size -> ``(numpy or dask array, axes or None, meta)``.
+
+    TIFF/OME-TIFF: a dask array (one chunk per plane, pages read on demand) when ``lazy`` is
+    true, or when it is ``None`` and the uncompressed pixels exceed the threshold
+    (``lazy_threshold_bytes``; the default can be changed with ``NAPARI_UNET_LAZY_BYTES``).
+    OME-Zarr folders (``.zarr``): always a dask array of the highest resolution. PNG/JPEG:
+    numpy. ``meta`` adds to read_image's keys ``lazy``, ``nbytes``, ``channel_names``,
+    ``pixel_size["T"]`` (with ``time_unit``) where known, and ``note`` when axes were not given.
+    """
+    path = Path(path)
+    lower = path.name.lower().rstrip("/")
+    if lower.endswith(ZARR_SUFFIXES) or path.is_dir():
+        from .omezarr import read_ome_zarr
+
+        data, axes, meta = read_ome_zarr(path)
+        meta["lazy"] = True
+        meta["nbytes"] = int(data.nbytes)
+        return data, axes, meta
+    suffix = _suffix(path)
+    if suffix in TIFF_SUFFIXES or suffix in (".ome.tif", ".ome.tiff"):
+        _check_file(path)
+        return _open_tiff(path, lazy, _lazy_threshold(lazy_threshold_bytes))
+    data, axes, meta = read_image(path)
+    meta.update(lazy=False, nbytes=int(data.nbytes))
+    return data, axes, meta
+
+
+def _label_dtype(kind: str, lo: int, hi: int) -> np.dtype:
+    """The smallest of uint16/uint32 that holds labels in ``[lo, hi]`` (ImageJ reads uint16)."""
+    if kind not in "iu":
+        raise ValueError(f"labels must be integers, not {kind!r} pixels")
+    if lo < 0:
+        raise ValueError("labels must not be negative")
+    if hi < 2**16:
+        return np.dtype(np.uint16)
+    if hi < 2**32:
+        return np.dtype(np.uint32)
+    raise ValueError(f"label {hi} does not fit in 32 bits")
+
+
 def _label_array(labels: np.ndarray) -> np.ndarray:
     """Integer labels in the smallest of uint16/uint32 that holds them (ImageJ reads uint16)."""
     labels = np.asarray(labels)
@@ -304,14 +491,33 @@ def _label_array(labels: np.ndarray) -> np.ndarray:
         raise ValueError(f"labels must be integers, not {labels.dtype}")
     if labels.size == 0:
         raise ValueError(f"labels are empty (shape {labels.shape})")
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0:
-        raise ValueError("labels must not be negative")
-    if hi < 2**16:
-        return labels.astype(np.uint16, copy=False)
-    if hi < 2**32:
-        return labels.astype(np.uint32, copy=False)
-    raise ValueError(f"label {hi} does not fit in 32 bits")
+    dtype = _label_dtype(labels.dtype.kind, int(labels.min()), int(labels.max()))
+    return labels.astype(dtype, copy=False)
+
+
+def _lazy_labels(labels: Any) -> tuple[Iterator[np.ndarray], tuple[int, ...], np.dtype]:
+    """Dask/zarr labels -> (one plane at a time, shape, dtype): memory bounded by a plane."""
+    import dask
+    import dask.array as da
+
+    data = labels if isinstance(labels, da.Array) else da.from_array(labels, chunks=labels.chunks)
+    shape = tuple(int(n) for n in data.shape)
+    if data.size == 0 or data.ndim < 2:
+        raise ValueError(f"labels are empty or not an image (shape {shape})")
+    kind = np.dtype(data.dtype).kind
+    if kind == "b":
+        dtype = np.dtype(np.uint16)
+    else:
+        if kind not in "iu":
+            raise ValueError(f"labels must be integers, not {data.dtype}")
+        lo, hi = dask.compute(data.min(), data.max(), scheduler="threads")
+        dtype = _label_dtype(kind, int(lo), int(hi))
+
+    def planes() -> Iterator[np.ndarray]:
+        for index in np.ndindex(*shape[:-2]):
+            yield np.asarray(data[index].compute(scheduler="threads")).astype(dtype, copy=False)
+
+    return planes(), shape, dtype
 
 
 def _is_imagej_order(axes: str) -> bool:
@@ -321,7 +527,7 @@ def _is_imagej_order(axes: str) -> bool:
 
 def write_labels(
     path: str | os.PathLike,
-    labels: np.ndarray,
+    labels: Any,
     axes: str | None = None,
     meta: dict[str, Any] | None = None,
 ) -> Path:
@@ -330,20 +536,27 @@ def write_labels(
     ImageJ hyperstack metadata (axes, pixel size from ``meta["pixel_size"]``/``meta["unit"]``)
     is written where ImageJ can represent the file (uint16 labels, axes in TZCYX order), so the
     labels open calibrated in Fiji; otherwise a plain TIFF with tifffile's axes metadata.
+    Dask or zarr labels are written a plane at a time (BigTIFF beyond 4 GB).
     """
     import tifffile
 
     path = Path(path)
-    data = _label_array(labels)
+    if isinstance(labels, np.ndarray) or not hasattr(labels, "chunks"):
+        data = _label_array(labels)
+        pixels: Any = data
+        shape, dtype = data.shape, data.dtype
+    else:  # dask or zarr: two passes (max label, then plane by plane), never all in memory
+        pixels, shape, dtype = _lazy_labels(labels)
     if axes is not None:
         axes = axes.upper()
-        if len(axes) != data.ndim:
-            raise ValueError(f"axes {axes!r} do not match labels of shape {data.shape}")
+        if len(axes) != len(shape):
+            raise ValueError(f"axes {axes!r} do not match labels of shape {tuple(shape)}")
     meta = meta or {}
     sizes = meta.get("pixel_size") or {}
     # minisblack: else tifffile may store a length-3 or -4 axis as RGB samples
     kwargs: dict[str, Any] = {"compression": "zlib", "photometric": "minisblack"}
-    if axes is not None and data.dtype == np.uint16 and _is_imagej_order(axes):
+    big = int(np.prod(shape)) * dtype.itemsize > 2**32 - 2**25  # classic TIFF and ImageJ stop at 4 GB
+    if axes is not None and dtype == np.uint16 and _is_imagej_order(axes) and not big:
         ij_meta: dict[str, Any] = {"axes": axes}
         if "Z" in sizes and "Z" in axes:
             ij_meta["spacing"] = float(sizes["Z"])
@@ -355,6 +568,9 @@ def write_labels(
         kwargs.update(imagej=True, metadata=ij_meta)
     else:
         kwargs["metadata"] = {"axes": axes} if axes is not None else {}
+        kwargs["bigtiff"] = big
+    if not isinstance(pixels, np.ndarray):
+        kwargs.update(shape=shape, dtype=dtype)
     with atomic_write(path) as tmp:
-        tifffile.imwrite(tmp, data, **kwargs)
+        tifffile.imwrite(tmp, pixels, **kwargs)
     return path
