@@ -5,7 +5,11 @@ separated by the boundary class, so connected interiors are the seeds, one per o
 Each seed is then grown over the foreground (interior + boundary) by a seeded watershed
 on the interior probability, and objects smaller than ``min_size`` are dropped.
 The same code runs on a (Z, Y, X) probability volume, which gives one id per object
-through z.
+through z. In a volume the seeds are first eroded by an ellipsoid of ``seed_erosion`` px
+in y/x and ``seed_erosion / anisotropy`` slices in z (its physical shape is a ball): the 2D
+net sees the blurred, out-of-focus tops and bottoms of neighbouring nuclei as one disk, whose
+interior bridges their seeds through z. On synthetic stacks (benchmarks/bench_3d.py) this
+raised 3D F1@0.5 from ~0.70 to ~0.95 for z steps of 1-4x the pixel size.
 """
 
 from __future__ import annotations
@@ -111,13 +115,38 @@ def _objects(
     return labels
 
 
+def ball(radius: float, anisotropy: float = 1.0) -> np.ndarray:
+    """A 3D footprint: the voxels within ``radius`` xy-pixels of the centre, physically
+    (a z step is ``anisotropy`` pixels), so it spans ``floor(radius / anisotropy)`` slices
+    each side of the centre."""
+    kz, k = int(np.floor(radius / max(anisotropy, 1e-6))), int(np.floor(radius))
+    zz, yy, xx = np.mgrid[-kz : kz + 1, -k : k + 1, -k : k + 1]
+    return (zz * anisotropy) ** 2 + yy**2 + xx**2 <= radius**2
+
+
+def erode_seeds(seeds: np.ndarray, radius: float, anisotropy: float = 1.0) -> np.ndarray:
+    """Seed mask eroded by a physical ball (3D only; a 2D mask or radius < 1 is returned as is).
+
+    The array border counts as inside, so a nucleus cut by the stack's top keeps its seed.
+    """
+    if seeds.ndim != 3 or radius < 1 or seeds.all():
+        return seeds
+    footprint = ball(radius, anisotropy)
+    if footprint.sum() > 1500:  # large balls: the distance transform is O(n), erosion O(n * ball)
+        return ndi.distance_transform_edt(seeds, sampling=(anisotropy, 1.0, 1.0)) > radius
+    return ndi.binary_erosion(seeds, footprint, border_value=1)
+
+
 def instances_from_probabilities(
     interior: np.ndarray,
     foreground: np.ndarray,
     params: PostprocessParams = PostprocessParams(),
+    seed_erosion: float = 0.0,
+    anisotropy: float = 1.0,
 ) -> np.ndarray:
     """Interior and foreground probabilities (same 2D/3D shape) -> instance labels.
 
+    ``seed_erosion``/``anisotropy``: see the module docstring (volumes only; 0 = off).
     Returns uint16 (uint32 when there are more than 65534 objects), 0 = background.
     """
     interior = np.asarray(interior, dtype=np.float32)
@@ -128,17 +157,23 @@ def instances_from_probabilities(
     if not mask.any():
         return np.zeros(interior.shape, np.uint16)
     comps, n_comps = ndi.label(mask)
-    seeds, n = ndi.label((interior > params.seed_threshold) & mask)
+    seed_mask = erode_seeds(interior > params.seed_threshold, seed_erosion, anisotropy)
+    seeds, n = ndi.label(seed_mask & mask)
     # no interiors at all (e.g. tiny objects): the foreground components are the objects;
     # seeds below min_seed_size are dropped and their components count as seedless
     return _objects(comps, n_comps, seeds if n else None, n, interior, params)
 
 
-def instances_from_classes(probs: np.ndarray, params: PostprocessParams = PostprocessParams()) -> np.ndarray:
+def instances_from_classes(
+    probs: np.ndarray,
+    params: PostprocessParams = PostprocessParams(),
+    seed_erosion: float = 0.0,
+    anisotropy: float = 1.0,
+) -> np.ndarray:
     """Softmax probabilities (3, ...) in the order background, interior, boundary -> labels."""
     probs = np.asarray(probs)
     if probs.shape[0] != 3:
         raise ValueError(f"expected 3 class probabilities, got {probs.shape[0]}")
     interior = probs[1]
     foreground = probs[1] + probs[2]
-    return instances_from_probabilities(interior, foreground, params)
+    return instances_from_probabilities(interior, foreground, params, seed_erosion, anisotropy)
