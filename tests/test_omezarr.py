@@ -254,3 +254,17 @@ def test_labels_writer_refuses_float(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="integer"):
         write_ome_zarr(tmp_path / "f.zarr", np.zeros((4, 4), np.float32), "YX", labels=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_open_level_after_commit_is_writable(tmp_path: Path) -> None:
+    """The streaming engine backs its Labels layer by the committed store, not the gone temp one."""
+    from napari_unet.omezarr import open_level
+
+    with ome_zarr_writer(tmp_path / "l.zarr", (2, 8, 8), np.uint32, "ZYX", None, labels=True) as arr:
+        arr[0] = 3
+    live = open_level(tmp_path / "l.zarr", mode="r+")
+    live[1] = 9
+    back = open_level(tmp_path / "l.zarr")
+    assert back[0].max() == 3 and back[1].min() == 9
+    with pytest.raises(ImageReadError, match="no resolution level 1"):
+        open_level(tmp_path / "l.zarr", level=1)

@@ -226,3 +226,9 @@ def test_uncalibrated_labels_get_no_pixel_size(tmp_path: Path) -> None:
     [tif] = write_labels_tiff(str(tmp_path / "l.tif"), np.ones((8, 8), np.uint8), {"scale": (1.0, 1.0)})
     _, axes, meta = open_image(tif)
     assert axes == "YX" and "pixel_size" not in meta
+
+
+def test_multiscale_labels_write_full_resolution(tmp_path: Path) -> None:
+    full = RNG.integers(0, 5, (16, 16)).astype(np.uint16)
+    [tif] = write_labels_tiff(str(tmp_path / "m.tif"), [full, full[::2, ::2]], {"scale": (1.0, 1.0)})
+    np.testing.assert_array_equal(read_image(tif)[0], full)

@@ -19,9 +19,10 @@ from .omezarr import write_ome_zarr
 
 
 def _full_resolution(data: Any) -> Any:
-    if hasattr(data, "shape") and hasattr(data, "dtype"):
-        return data
-    return data[0]  # napari MultiScaleData or a list of levels
+    # napari's MultiScaleData has a shape and dtype too, but indexing it picks a level
+    if isinstance(data, (list, tuple)) or type(data).__name__ == "MultiScaleData":
+        return data[0]
+    return data
 
 
 def label_axes(ndim: int, attributes: dict[str, Any]) -> str:

@@ -255,6 +255,21 @@ def read_ome_zarr_levels(path: str | os.PathLike) -> tuple[list[Any], str | None
     return [da.from_zarr(a) for a in arrays], axes, meta
 
 
+def open_level(path: str | os.PathLike, level: int = 0, mode: str = "r") -> Any:
+    """The ``zarr.Array`` of one resolution level of an OME-Zarr (``mode="r+"`` to write into it).
+
+    E.g. to back a Labels layer by a store that :func:`ome_zarr_writer` has just committed (the
+    array it yielded pointed into the temporary folder, which no longer exists).
+    """
+    import zarr
+
+    arrays = _levels(path)[0]
+    if not 0 <= level < len(arrays):
+        raise ImageReadError(f"no resolution level {level} (the store has {len(arrays)})")
+    arr = arrays[level]
+    return arr if mode == "r" else zarr.open_array(str(Path(path) / arr.path), mode=mode)
+
+
 # --- writing --------------------------------------------------------------------------------------
 
 
