@@ -1,6 +1,7 @@
 """``napari-unet``: the plugin's segmentation, driven from the shell for batches and clusters.
 
     napari-unet segment INPUT [INPUT ...] -o OUTDIR [--model NAME_OR_PATH] [--axes AXES] ...
+        [--recursive] [--format {auto,tif,zarr}] [--scheduler ADDRESS|local[:N]] [--summary FILE]
     napari-unet finetune --images I [I ...] --labels L [L ...] -o MODEL_FILE [--model BASE] ...
     napari-unet models
     napari-unet --version
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .model import Model
-    from .postprocess import PostprocessParams
 
 EXIT_OK = 0
 EXIT_INPUT_FAILED = 1
@@ -39,8 +40,8 @@ EXIT_INTERRUPTED = 130
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # devices.DEVICE_CHOICES, without importing torch
 AXIS_LETTERS = set("TZCSYX")
-LABELS_SUFFIX = "_labels.tif"
 _STAGE_UNITS = {"predict": "tile", "postprocess": "frame"}  # what predict.Progress counts
+_SCHEDULER_ENV = "NAPARI_UNET_SCHEDULER"  # batch.SCHEDULER_ENV, without importing it for --help
 
 
 class InputError(Exception):
@@ -126,9 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
         "segment",
         help="segment images into instance labels",
         description="Segment images into integer instance labels, written as OUTDIR/<name>_labels.tif "
-        "(the input's shape without its channel axis). Bad inputs are reported and skipped.",
+        "or OUTDIR/<name>_labels.ome.zarr (the input's shape without its channel axis). Bad inputs are "
+        "reported and skipped; outputs already complete are skipped, so a re-run resumes a batch. "
+        f"--scheduler (or ${_SCHEDULER_ENV}) runs the files on a Dask distributed cluster.",
     )
-    seg.add_argument("inputs", nargs="+", metavar="INPUT", help=".tif/.tiff/.ome.tif/.png/.jpg images")
+    seg.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="images (.tif/.tiff/.ome.tif/.png/.jpg, OME-Zarr .zarr folders), folders of them, or "
+        "quoted glob patterns ('data/**/*.tif')",
+    )
     seg.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
     seg.add_argument(
         "--model", default=None, metavar="NAME_OR_PATH", help="model name or .pt file (default: nuclei)"
@@ -156,7 +165,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="typical nucleus diameter in pixels; the image is rescaled to the model's training "
         "size (default: as trained, no rescaling)",
     )
-    seg.add_argument("--overwrite", action="store_true", help="replace existing label files")
+    seg.add_argument(
+        "--overwrite", action="store_true", help="segment again and replace existing label files"
+    )
+    seg.add_argument("--recursive", action="store_true", help="look for images in subfolders of folders")
+    seg.add_argument(
+        "--format",
+        choices=("auto", "tif", "zarr"),
+        default="auto",
+        help="output format (default auto: OME-Zarr for OME-Zarr inputs, TIFF for the others)",
+    )
+    seg.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run on a Dask distributed cluster: tcp://HOST:PORT, a scheduler .json file, or local[:N] "
+        f"for N local worker processes (default: ${_SCHEDULER_ENV}, else in this process; 'none' "
+        "forces in-process)",
+    )
+    seg.add_argument(
+        "--summary",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write per-file status, objects and seconds to FILE (.json, or .csv)",
+    )
 
     ft = sub.add_parser(
         "finetune",
@@ -344,130 +377,11 @@ def _device(name: str) -> torch.device | None:
         return None
 
 
-def _postprocess_params(
-    model: Model, threshold: float | None, min_size: int | None
-) -> PostprocessParams | None:
-    """The model card's postprocessing with the user's overrides; None lets predict choose."""
-    if threshold is None and min_size is None:
-        return None
-    from dataclasses import replace
-
-    from .predict import default_params
-
-    overrides: dict[str, Any] = {}
-    if threshold is not None:
-        overrides["threshold"] = threshold
-    if min_size is not None:
-        overrides["min_size"] = min_size
-    return replace(default_params(model), **overrides)
-
-
-def _output_path(outdir: Path, input_path: Path) -> Path:
-    from .io import image_stem
-
-    return outdir / f"{image_stem(input_path)}{LABELS_SUFFIX}"
-
-
 def _decide_axes(data: np.ndarray, file_axes: str | None, user_axes: str | None) -> str:
-    """--axes, else what the file declares, else a guess that refuses to guess RGB or >4-D."""
-    from .axes import AxesError, guess_axes, validate_axes
+    """--axes, else what the file declares, else a guess (see :func:`napari_unet.batch.decide_axes`)."""
+    from .batch import decide_axes
 
-    if user_axes is not None:
-        return validate_axes(user_axes, data.shape)
-    if file_axes is not None:
-        return validate_axes(file_axes, data.shape)
-    try:
-        return guess_axes(data.shape)
-    except AxesError as exc:  # its advice "give axes" means, here, the --axes option
-        raise AxesError(str(exc).replace("give axes", "pass --axes")) from None
-
-
-def _run_one(
-    input_path: Path,
-    output: Path,
-    model: Model,
-    args: argparse.Namespace,
-    params: PostprocessParams | None,
-    config: Any,
-) -> int:
-    """Segment one file and write its labels; returns the number of objects. Raises InputError."""
-    from .axes import AxesError, output_axes
-    from .io import ImageReadError, read_image, write_labels
-    from .model import ModelFileError
-    from .normalize import BadImageError
-    from .predict import iter_segment
-
-    user_channel_axis = args.axes is not None and bool(set(args.axes) & {"C", "S"})
-    wants_channels = args.channel is not None or user_channel_axis
-    try:
-        # the user describing a channel axis means the raw array, not a grayscale-collapsed one
-        data, file_axes, meta = read_image(input_path, collapse_gray_rgb=not wants_channels)
-        axes = _decide_axes(data, file_axes, args.axes)
-        if "C" not in axes and args.channel is not None:
-            raise InputError(f"--channel {args.channel} given but the image has no channel axis ({axes})")
-        if "C" in axes:
-            nchan = data.shape[axes.index("C")]
-            if args.channel is not None and args.channel >= nchan:
-                raise InputError(f"--channel {args.channel} out of range: the image has {nchan} channel(s)")
-            if args.channel is None and nchan != model.config.in_channels:
-                raise InputError(
-                    f"image has {nchan} channels (axes {axes}) but the model takes "
-                    f"{model.config.in_channels}: pick one with --channel N"
-                )
-        labels = _drive(
-            iter_segment(data, model=model, axes=axes, channel=args.channel, params=params, config=config),
-            desc=input_path.name,
-        )
-    except (ImageReadError, BadImageError, AxesError, ModelFileError) as exc:
-        raise InputError(str(exc)) from None
-    except ValueError as exc:  # the core's other refusals are one-line ValueErrors too
-        raise InputError(str(exc)) from None
-    except MemoryError:
-        raise InputError("out of memory") from None
-    out_axes: str | None = output_axes(axes)
-    if labels.ndim != len(out_axes):
-        out_axes = None  # predict changed the dimensionality; write without claiming axes
-    try:
-        write_labels(output, labels, axes=out_axes, meta=meta)
-    except OSError as exc:
-        raise InputError(f"cannot write {output} ({exc.strerror or _one_line(str(exc))})") from None
-    return _count_objects(labels)
-
-
-def _count_objects(labels: np.ndarray) -> int:
-    import numpy as np
-
-    flat = labels.ravel()
-    if flat.size == 0 or int(flat.max()) == 0:
-        return 0
-    if int(flat.max()) <= flat.size:  # renumbered labels: a linear-time count
-        return int(np.count_nonzero(np.bincount(flat.astype(np.int64, copy=False))[1:]))
-    return int(np.count_nonzero(np.unique(flat)))
-
-
-def _drive(gen: Any, desc: str) -> np.ndarray:
-    """Run a progress generator to its result, with a tqdm bar when stderr is a terminal."""
-    from tqdm import tqdm
-
-    bar = tqdm(desc=desc, total=None, unit="tile", leave=False, file=sys.stderr, disable=not _stderr_is_tty())
-    stage = None
-    try:
-        while True:
-            try:
-                progress = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if bar.total != progress.total:
-                bar.total = progress.total
-            if progress.stage != stage:
-                stage = progress.stage
-                bar.unit = _STAGE_UNITS.get(stage, "step")
-                bar.set_postfix_str(str(stage), refresh=False)
-            bar.n = progress.done
-            bar.refresh()
-    finally:
-        bar.close()
-        gen.close()
+    return decide_axes(data, file_axes, user_axes)
 
 
 def _stderr_is_tty() -> bool:
@@ -477,7 +391,107 @@ def _stderr_is_tty() -> bool:
         return False
 
 
+class _BatchReport:
+    """What the user sees of a batch: one line per finished file, bars on a terminal, the summary.
+
+    Lines go to stdout (errors to stderr, one ``error: <file>: <problem>`` each); on a terminal
+    a files bar (for more than one input) and a tile bar per file (in-process) go to stderr and
+    the lines are written through tqdm so they do not tear the bars.
+    """
+
+    def __init__(self, summary: Path | None, extra: dict[str, Any]) -> None:
+        self.tty = _stderr_is_tty()
+        self.results: list[Any] = []
+        self.summary, self.extra = summary, extra
+        self.start = time.perf_counter()
+        self._last_save = self.start
+        self._files: Any = None
+        self._tiles: Any = None
+        self._tiles_for: str | None = None
+        self._stage: str | None = None
+
+    def started(self, n: int) -> None:
+        if self.tty and n > 1:
+            from tqdm import tqdm
+
+            self._files = tqdm(total=n, desc="files", unit="file", file=sys.stderr, dynamic_ncols=True)
+
+    def tile(self, path: str, step: Any) -> None:
+        if not self.tty:
+            return
+        if self._tiles_for != path:
+            from tqdm import tqdm
+
+            self._close_tiles()
+            self._tiles = tqdm(desc=Path(path).name, total=None, unit="tile", leave=False, file=sys.stderr)
+            self._tiles_for, self._stage = path, None
+        bar = self._tiles
+        if bar.total != step.total:
+            bar.total = step.total
+        if step.stage != self._stage:
+            self._stage = step.stage
+            bar.unit = _STAGE_UNITS.get(step.stage, "step")
+            bar.set_postfix_str(str(step.stage), refresh=False)
+        bar.n = step.done
+        bar.refresh()
+
+    def file_done(self, result: Any) -> None:
+        self.results.append(result)
+        if self._tiles_for == result.input:
+            self._close_tiles()
+        if result.status == "failed":
+            self._write(f"error: {result.input}: {_one_line(result.message)}", sys.stderr)
+        elif result.status == "skipped":
+            self._write(f"{result.input} -> {result.output}: skipped (done)", sys.stdout)
+        else:
+            n = result.objects or 0
+            what = f"{n} object{'s' if n != 1 else ''}, {result.seconds:.1f} s"
+            self._write(f"{result.input} -> {result.output} ({what})", sys.stdout)
+        if self._files is not None:
+            self._files.update(1)
+            failed = sum(r.status == "failed" for r in self.results)
+            if failed:
+                self._files.set_postfix_str(f"{failed} failed")
+        if self.summary is not None and time.perf_counter() - self._last_save > 10.0:
+            self.save()  # a long batch keeps its summary current, not only at the end
+
+    def _write(self, line: str, stream: Any) -> None:
+        if self._files is not None or self._tiles is not None:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=stream)
+            stream.flush()
+        else:
+            print(line, file=stream, flush=True)
+
+    def _close_tiles(self) -> None:
+        if self._tiles is not None:
+            self._tiles.close()
+        self._tiles, self._tiles_for = None, None
+
+    def close(self) -> None:
+        self._close_tiles()
+        if self._files is not None:
+            self._files.close()
+            self._files = None
+
+    def save(self) -> str | None:
+        """Write the summary file; None or the problem."""
+        from .batch import write_summary
+
+        self._last_save = time.perf_counter()
+        try:
+            write_summary(self.summary, self.results, self._last_save - self.start, self.extra)
+        except OSError as exc:
+            return f"cannot write the summary ({exc.strerror or _one_line(str(exc))})"
+        return None
+
+
 def _segment(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from . import batch
+
     model = _load_model(args.model)
     if model is None:
         return EXIT_USAGE
@@ -491,39 +505,49 @@ def _segment(args: argparse.Namespace) -> int:
     if _device(args.device) is None:
         return EXIT_USAGE
 
-    from .predict import PredictConfig
-
-    config = PredictConfig(device=args.device, diameter=args.diameter)
-    params = _postprocess_params(model, args.threshold, args.min_size)
-
-    failed = 0
-    claimed: dict[Path, str] = {}  # outputs written in this run: same-stem inputs must not clobber
-    for text in args.inputs:
-        input_path = Path(text)
-        output = _output_path(outdir, input_path)
-        if output in claimed:
-            _err(text, f"{output.name} was already written for {claimed[output]} in this run")
-            failed += 1
-            continue
-        if output.exists() and not args.overwrite:
-            _err(text, f"{output} exists (use --overwrite to replace it)")
-            failed += 1
-            continue
-        try:
-            count = _run_one(input_path, output, model, args, params, config)
-        except InputError as exc:
-            _err(text, str(exc))
-            failed += 1
-            continue
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one broken input must not end the batch
-            _err(text, f"unexpected {type(exc).__name__}: {_one_line(str(exc))}")
-            failed += 1
-            continue
-        claimed[output] = text
-        print(f"{text} -> {output} ({count} object{'s' if count != 1 else ''})", flush=True)
-    return EXIT_INPUT_FAILED if failed else EXIT_OK
+    scheduler = batch.resolve_scheduler(args.scheduler)
+    options = batch.BatchOptions(
+        model=args.model,
+        axes=args.axes,
+        channel=args.channel,
+        threshold=args.threshold,
+        min_size=args.min_size,
+        diameter=args.diameter,
+        device=args.device,
+        format=args.format,
+        overwrite=args.overwrite,
+    )
+    extra = {
+        "model": str(args.model or "nuclei"),
+        "scheduler": scheduler or "in-process",
+        "options": dataclasses.asdict(options),
+    }
+    report = _BatchReport(args.summary, extra)
+    try:
+        batch.run_batch(
+            args.inputs,
+            outdir,
+            options,
+            scheduler=scheduler,
+            progress=report.file_done,
+            recursive=args.recursive,
+            model=model if scheduler is None else None,
+            tile_progress=report.tile,
+            started=report.started,
+        )
+    except batch.SchedulerError as exc:
+        report.close()
+        subject = "--scheduler" if args.scheduler is not None else _SCHEDULER_ENV
+        _err(f"{subject} {scheduler}", str(exc))
+        return EXIT_USAGE
+    finally:
+        report.close()
+        summary_problem = report.save() if args.summary is not None else None
+    if summary_problem:
+        _err(args.summary, summary_problem)
+    totals = batch.summarize(report.results, time.perf_counter() - report.start)
+    print(totals.line(), flush=True)
+    return EXIT_INPUT_FAILED if totals.failed or summary_problem else EXIT_OK
 
 
 # --- napari-unet finetune -------------------------------------------------------------------------
