@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 SCOPE_SLICE = "current slice"
+SCOPE_VIEW = "current view"  # the part of the current slice visible in the canvas
 SCOPE_STACK = "whole stack"
-SCOPES = (SCOPE_SLICE, SCOPE_STACK)
+SCOPES = (SCOPE_SLICE, SCOPE_VIEW, SCOPE_STACK)
 SPATIAL = "YX"
 AXIS_LETTERS = "TZCYX"
 
@@ -86,22 +87,37 @@ class Plan:
 
     @property
     def is_slice(self) -> bool:
-        return any(isinstance(i, int) for i in self.target)
+        """Whether the result covers only part of the labels (a plane, or a view of one)."""
+        return any(isinstance(i, int) or i != slice(None) for i in self.target)
+
+    @property
+    def is_crop(self) -> bool:
+        """Whether the result covers only part of its plane(s) ("current view")."""
+        return any(isinstance(i, slice) and i != slice(None) for i in self.target)
 
 
-def plan_segmentation(shape: Sequence[int], axes: str, scope: str, position: Sequence[float] | None) -> Plan:
+def plan_segmentation(
+    shape: Sequence[int],
+    axes: str,
+    scope: str,
+    position: Sequence[float] | None,
+    view: tuple[tuple[float, float], tuple[float, float]] | None = None,
+) -> Plan:
     """Choose the part of the image to segment.
 
     ``position`` is the viewer's current point in the image's data coordinates (one value
     per axis that napari shows, i.e. without an RGB channel). With "current slice" every T/Z
-    axis is fixed at that position (rounded, clipped), so a 2D plane is segmented.
+    axis is fixed at that position (rounded, clipped), so a 2D plane is segmented. "current
+    view" is that plane cut to ``view``, the visible ((y0, y1), (x0, x1)) in data pixels
+    (clipped; None or an empty box = the whole plane).
     """
     if len(axes) != len(shape):
         raise ValueError(f"axes {axes!r} do not match the image's {len(shape)} dimensions")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
     full = labels_shape(shape, axes)
-    if scope == SCOPE_STACK or not has_stack_axes(axes):
+    crop = _view_slices(shape, axes, view) if scope == SCOPE_VIEW else {}
+    if scope == SCOPE_STACK or (not has_stack_axes(axes) and not crop):
         everything = (slice(None),) * len(full)
         return Plan((slice(None),) * len(shape), axes, everything, full)
     pos = [] if position is None else [float(v) for v in position]
@@ -109,13 +125,30 @@ def plan_segmentation(shape: Sequence[int], axes: str, scope: str, position: Seq
     kept = ""
     for i, (n, a) in enumerate(zip(shape, axes, strict=True)):
         if a in SPATIAL + "C":
-            source.append(slice(None))
+            source.append(crop.get(a, slice(None)))
             kept += a
         else:
             p = pos[i] if i < len(pos) else 0.0
             source.append(int(np.clip(np.round(p), 0, n - 1)))
     target = tuple(s for s, a in zip(source, axes, strict=True) if a != "C")
     return Plan(tuple(source), kept, target, full)
+
+
+def _view_slices(
+    shape: Sequence[int], axes: str, view: tuple[tuple[float, float], tuple[float, float]] | None
+) -> dict[str, slice]:
+    """{"Y": slice, "X": slice} of the visible box, clipped to the image; {} when it is all of it."""
+    if view is None:
+        return {}
+    out = {}
+    for a, (lo, hi) in zip(SPATIAL, view, strict=True):
+        n = int(shape[axes.index(a)])
+        start, stop = int(np.clip(np.floor(lo), 0, n)), int(np.clip(np.ceil(hi), 0, n))
+        if stop <= start:
+            return {}
+        if (start, stop) != (0, n):
+            out[a] = slice(start, stop)
+    return out
 
 
 def next_free_name(base: str, taken: Iterable[str]) -> str:
@@ -203,7 +236,11 @@ def slice_values(current: np.ndarray | None, result: np.ndarray, plan: Plan) -> 
     which would join them in 3D), in a dtype that holds them. Reads ``current``, never
     copies it: a big stack is scanned plane by plane."""
     result = np.asarray(result)
-    expected = tuple(n for n, t in zip(plan.labels_shape, plan.target, strict=True) if not isinstance(t, int))
+    expected = tuple(
+        len(range(n)[t])
+        for n, t in zip(plan.labels_shape, plan.target, strict=True)
+        if not isinstance(t, int)
+    )
     if result.shape != expected:
         raise ValueError(f"slice result shape {result.shape} != expected {expected}")
     offset, dtype = 0, result.dtype
@@ -211,8 +248,8 @@ def slice_values(current: np.ndarray | None, result: np.ndarray, plan: Plan) -> 
         current = np.asarray(current)
         if current.shape != plan.labels_shape:
             raise ValueError(f"labels shape {current.shape} != expected {plan.labels_shape}")
-        touched = set(plane_indices(current.shape, plan.target))
-        others = [p for p in plane_indices(current.shape) if p not in touched]
+        touched = set() if plan.is_crop else set(plane_indices(current.shape, plan.target))
+        others = [p for p in plane_indices(current.shape) if p not in touched]  # a view keeps the rest
         offset = max((int(current[p].max(initial=0)) for p in others), default=0)
         dtype = current.dtype
     dtype = _fit_dtype(np.dtype(dtype), offset + int(result.max(initial=0)))

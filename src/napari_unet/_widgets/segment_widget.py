@@ -37,7 +37,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import _plan
+from . import _lazy, _plan
 from ._model_state import model_state
 
 if TYPE_CHECKING:
@@ -88,6 +88,31 @@ def segment_job(
     out_axes = axes.replace("C", "")
     n = _plan.count_objects(labels, out_axes)
     return JobResult(labels, n, _plan.fingerprint(labels) if fingerprint else None)
+
+
+def segment_lazy_job(
+    image: Any, axes: str, path: Path, layer_axes: str, **kwargs: Any
+) -> Generator[Progress, None, JobResult]:
+    """Run in the worker thread for a whole lazy stack: the chunked engine writes the labels
+    into a zarr store at ``path``; the result holds that store's array, not a copy."""
+    try:
+        labels, labels_axes, n = yield from _lazy.segment_lazy(image, axes, path, **kwargs)
+    except RuntimeError as exc:
+        raise SegmentJobError(_one_line(exc)) from exc
+    return JobResult(_lazy.to_layer_order(labels, labels_axes, layer_axes), n, None)
+
+
+def _with_anisotropy(config: PredictConfig, scale: tuple[float, ...], axes: str) -> PredictConfig:
+    """A z-stack's z/xy pixel-size ratio from the layer's scale (napari's default 1s: unknown)."""
+    from dataclasses import replace
+
+    from ..predict import anisotropy_from_pixel_size
+
+    kept = [a for a in axes if a != "C"]
+    if config.anisotropy is not None or "Z" not in kept or len(scale) != len(kept):
+        return config
+    zyx = [scale[kept.index(a)] for a in "ZYX"]
+    return replace(config, anisotropy=anisotropy_from_pixel_size(zyx))
 
 
 def _set_row_visible(form: QFormLayout, field: QWidget, visible: bool) -> None:
@@ -180,7 +205,10 @@ class SegmentWidget(QWidget):
         )
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(_plan.SCOPES)
-        self.scope_combo.setToolTip("Segment the plane shown in the viewer, or every plane of the stack")
+        self.scope_combo.setToolTip(
+            "Segment the plane shown in the viewer, the part of it visible in the canvas, or every "
+            "plane of the stack (a lazy dask/zarr stack goes block by block into a zarr store on disk)"
+        )
         self.segment_button = QPushButton("Segment")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
@@ -509,10 +537,13 @@ class SegmentWidget(QWidget):
             self.status_label.setText(f"error: {_one_line(exc)}")
             return
         position = layer.world_to_data(self.viewer.dims.point)
-        plan = _plan.plan_segmentation(np.shape(data), axes, self.scope_combo.currentText(), position)
+        scope = self.scope_combo.currentText()
+        view = self._visible_box(layer, axes) if scope == _plan.SCOPE_VIEW else None
+        plan = _plan.plan_segmentation(np.shape(data), axes, scope, position, view)
+        lazy = not plan.is_slice and _lazy.is_lazy(data)  # never loaded whole: chunked, to disk
         # materialise (dask, zarr) and detach from the layer on this thread: the worker must
         # never read a layer. A plane is copied; a whole stack is not duplicated in memory.
-        image = np.array(data[plan.source]) if plan.is_slice else np.asarray(data)
+        image = data if lazy else np.array(data[plan.source]) if plan.is_slice else np.asarray(data)
         kept_axes = axes if not layer.rgb else axes[:-1]  # napari's scale has no RGB entry
         self._job = _Job(
             image_id=layer.unique_id,
@@ -526,15 +557,17 @@ class SegmentWidget(QWidget):
         # a one-channel model sees the chosen channel; a multi-channel model takes them all
         one = model.config.in_channels == 1
         channel = int(self.channel_spin.value()) if "C" in plan.axes and one else None
+        job_args = (
+            (segment_lazy_job, image, plan.axes, _lazy.labels_store_path(layer.name), axes)
+            if lazy
+            else (segment_job, image, plan.axes, not plan.is_slice)
+        )
         worker = create_worker(
-            segment_job,
-            image,
-            plan.axes,
-            not plan.is_slice,
+            *job_args,
             model=model,
             channel=channel,
             params=self.postprocess_params(model),
-            config=self.predict_config(),
+            config=_with_anisotropy(self.predict_config(), self._job.scale, plan.axes),
             _start_thread=False,
             _ignore_errors=True,
         )
@@ -621,6 +654,8 @@ class SegmentWidget(QWidget):
 
     def _write(self, job: _Job, result: JobResult) -> str:
         """Put the result into the target labels layer, never over edits; returns its name."""
+        if not isinstance(result.labels, np.ndarray):  # a lazy stack's labels: a store on disk
+            return self._add_lazy_labels(job, result)
         plan = job.plan
         labels = np.asarray(result.labels)
         target = self._target_layer(job)
@@ -673,6 +708,29 @@ class SegmentWidget(QWidget):
         self._written[target.unique_id] = self._record(target, plan, result, same_as_result)
         self._target_for[job.image_id] = target.unique_id
         return target.name
+
+    def _add_lazy_labels(self, job: _Job, result: JobResult) -> str:
+        """A new Labels layer backed by the zarr store (never merged into an existing layer:
+        comparing it with one would read the whole stack)."""
+        name = _plan.next_free_name(f"{job.image_name} labels", [lyr.name for lyr in self.viewer.layers])
+        layer = self.viewer.add_labels(
+            result.labels, name=name, scale=job.scale, translate=job.translate, axis_labels=job.axis_labels
+        )
+        self._target_for[job.image_id] = layer.unique_id
+        return layer.name
+
+    def _visible_box(self, layer: Any, axes: str) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        """The part of the current plane visible in the canvas, in data pixels ((y0, y1), (x0, x1)),
+        from napari's ``corner_pixels``; None (the whole plane) unless Y and X are the axes shown."""
+        dims = [a for a in axes if not (layer.rgb and a == "C")]
+        corners = np.asarray(getattr(layer, "corner_pixels", ()), float)
+        if "Y" not in dims or "X" not in dims or corners.shape != (2, len(dims)):
+            return None
+        iy, ix = dims.index("Y"), dims.index("X")
+        shown = {len(dims) - self.viewer.dims.ndim + d for d in self.viewer.dims.displayed}
+        if shown != {iy, ix}:
+            return None
+        return (corners[0, iy], corners[1, iy] + 1), (corners[0, ix], corners[1, ix] + 1)
 
     def _record(self, layer: Any, plan: _plan.Plan, result: JobResult, same_as_result: bool) -> _plan.Written:
         """Add what the layer holds now to the record used to recognise user edits.
