@@ -280,6 +280,11 @@ def test_unreachable_scheduler_stops_before_any_work(
     (line,) = _errors(capsys.readouterr().err)
     assert line.startswith("error: --scheduler tcp://127.0.0.1:9: cannot connect")
     assert _listing(out) == []
+    monkeypatch.setenv(batch.SCHEDULER_ENV, "tcp://127.0.0.1:9")
+    assert _segment(tiny_model_path, out, str(src)) == 2
+    (line,) = _errors(capsys.readouterr().err)
+    assert line.startswith(f"error: {batch.SCHEDULER_ENV} tcp://127.0.0.1:9: cannot connect")
+    assert _segment(tiny_model_path, out, str(src), "--scheduler", "none") == 0  # the flag wins
 
 
 # --- Dask distributed ---------------------------------------------------------------------------------
@@ -369,13 +374,19 @@ def test_cli_local_cluster_of_processes(tiny_model_path: Path, tmp_path: Path, c
     """The real thing once: ``--scheduler local:2`` starts worker processes that load the model."""
     _images(tmp_path / "d", ["a.tif", "b.tif", "c.tif"])
     (tmp_path / "d" / "bad.tif").write_text("not an image\n")
+    img = _zarr_image(tmp_path / "d" / "stack.ome.zarr")
     out = tmp_path / "out"
     code = _segment(tiny_model_path, out, str(tmp_path / "d"), "--scheduler", "local:2")
     captured = capsys.readouterr()
     assert code == 1
     assert _errors(captured.err) == [f"error: {tmp_path / 'd' / 'bad.tif'}: not a TIFF file"]
-    assert _listing(out) == ["a_labels.tif", "b_labels.tif", "c_labels.tif"]
-    assert "3 segmented, 0 skipped (done), 1 failed" in captured.out
+    assert _listing(out) == ["a_labels.tif", "b_labels.tif", "c_labels.tif", "stack_labels.ome.zarr"]
+    assert "4 segmented, 0 skipped (done), 1 failed" in captured.out
+    from napari_unet import segment
+    from napari_unet.omezarr import read_ome_zarr
+
+    expected = segment(img, model=str(tiny_model_path), axes="ZYX", device="cpu")
+    np.testing.assert_array_equal(np.asarray(read_ome_zarr(out / "stack_labels.ome.zarr")[0]), expected)
     reference = run_batch(
         [str(tmp_path / "d" / "a.tif")], tmp_path / "ref", BatchOptions(model=str(tiny_model_path))
     )

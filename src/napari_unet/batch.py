@@ -24,15 +24,17 @@ Why it is shaped like this:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -475,7 +477,7 @@ def _count_store(path: Path) -> int:
     labels = read_ome_zarr(path)[0]
     ids: set[int] = set()
     for block in labels.to_delayed().ravel():
-        ids.update(int(v) for v in np.unique(block.compute()))
+        ids.update(int(v) for v in np.unique(block.compute(scheduler="synchronous")))
     ids.discard(0)
     return len(ids)
 
@@ -548,6 +550,30 @@ def _segment_and_write(
     return count_objects(labels)
 
 
+def _on_dask_worker() -> bool:
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _local_dask() -> Iterator[None]:
+    """Lazy inputs are computed here, never on a distributed Client that happens to be around:
+    inside a task, dask would otherwise pick the worker's client and queue the file's chunks
+    behind the very tasks that wait for them. One thread on a worker (it has one core's share),
+    a thread pool in-process."""
+    import dask
+
+    with dask.config.set(scheduler="synchronous" if _on_dask_worker() else "threads"):
+        yield
+
+
 def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -582,7 +608,8 @@ def segment_file(
                 raise BatchInputError(
                     f"cannot load model {options.model or 'nuclei'}: {_one_line(exc)}"
                 ) from None
-        count = _segment_and_write(Path(text), out, options, model, progress)
+        with _local_dask():
+            count = _segment_and_write(Path(text), out, options, model, progress)
     except BatchInputError as exc:
         problem = _one_line(exc)
     except Exception as exc:  # noqa: BLE001 - one broken input must not end the batch
@@ -615,8 +642,6 @@ class _Cluster:
     own_client: bool = True
 
     def close(self) -> None:
-        import contextlib
-
         if self.own_client:
             with contextlib.suppress(Exception):
                 self.client.close()
@@ -823,8 +848,6 @@ class _Jobs:
                 if nxt is not None:
                     pending.add(submit(nxt))
         except BaseException:
-            import contextlib
-
             with contextlib.suppress(Exception):
                 conn.client.cancel(list(index))
             raise

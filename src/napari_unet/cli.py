@@ -502,10 +502,11 @@ def _segment(args: argparse.Namespace) -> int:
         _err(outdir, problem)
         return EXIT_USAGE
 
-    if _device(args.device) is None:
+    scheduler = batch.resolve_scheduler(args.scheduler)
+    # on a cluster the device is the workers' (a GPU node may be driven from a laptop)
+    if scheduler is None and _device(args.device) is None:
         return EXIT_USAGE
 
-    scheduler = batch.resolve_scheduler(args.scheduler)
     options = batch.BatchOptions(
         model=args.model,
         axes=args.axes,
