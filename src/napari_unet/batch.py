@@ -230,7 +230,7 @@ def expand_inputs(
             for p in found:
                 add(p)
         else:
-            add(text)
+            add(str(path) if text.startswith("~") else text)  # else the user's spelling, for messages
     return inputs, problems
 
 
