@@ -451,3 +451,30 @@ def test_zarr_that_is_not_an_image(tiny_model_path: Path, tmp_path: Path, capsys
     lines = _errors(capsys.readouterr().err)
     assert [line.split(": ")[1] for line in lines] == [str(store), str(file_named_zarr)]
     assert _listing(tmp_path / "out") == []
+
+
+def test_big_tiff_to_tiff_is_segmented_block_by_block(
+    tiny_model_path: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A TIFF read lazily goes through the chunked engine even when the output is a TIFF."""
+    from napari_unet import chunked
+
+    src = tmp_path / "in"
+    src.mkdir()
+    stack = np.stack([_blobs(seed=s) for s in range(3)])
+    tifffile.imwrite(src / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    eager = tmp_path / "eager"
+    assert _segment(tiny_model_path, eager, str(src / "stack.tif")) == 0
+
+    calls = []
+    real = chunked.iter_segment_to_zarr
+    monkeypatch.setattr(chunked, "iter_segment_to_zarr", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setenv("NAPARI_UNET_LAZY_BYTES", "1")  # every TIFF counts as big
+    lazy = tmp_path / "lazy"
+    assert _segment(tiny_model_path, lazy, str(src / "stack.tif")) == 0
+    assert calls, "the chunked engine was used"
+    assert _listing(lazy) == ["stack_labels.tif"]  # the hidden store is gone
+    a = tifffile.imread(eager / "stack_labels.tif")
+    b = tifffile.imread(lazy / "stack_labels.tif")
+    assert a.shape == b.shape == stack.shape
+    assert np.array_equal(a > 0, b > 0)

@@ -29,6 +29,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 import threading
@@ -482,6 +483,16 @@ def _count_store(path: Path) -> int:
     return len(ids)
 
 
+def _tiff_from_store(store: Path, output: Path, axes: str, meta: dict[str, Any]) -> int:
+    """Copy a labels store into a TIFF one plane at a time (atomic); returns the object count."""
+    from .io import write_labels
+    from .omezarr import read_ome_zarr
+
+    labels = read_ome_zarr(store)[0]
+    write_labels(output, labels, axes=axes if len(axes) == labels.ndim else None, meta=meta)
+    return _count_store(store)
+
+
 def _segment_and_write(
     input_path: Path,
     output: Path,
@@ -491,9 +502,10 @@ def _segment_and_write(
 ) -> int:
     """Read, segment, write; returns the object count. Raises BatchInputError with one line.
 
-    A lazy input (OME-Zarr, or a TIFF above io's size threshold) going to OME-Zarr is segmented
-    block by block straight into the store (``chunked``), so memory does not grow with the
-    stack; everything else is segmented in memory and then written.
+    A lazy input (OME-Zarr, or a TIFF above io's size threshold) is segmented block by block
+    (``chunked``) so memory does not grow with the stack: straight into the OME-Zarr output,
+    or, for a TIFF output, into a hidden store beside it that is then copied plane by plane
+    into the TIFF and removed. Everything else is segmented in memory and then written.
     """
     from .axes import AxesError, output_axes
     from .io import ImageReadError
@@ -513,19 +525,26 @@ def _segment_and_write(
         config = PredictConfig(device=options.device, diameter=options.diameter)
         params = _postprocess_params(model, options.threshold, options.min_size)
         kwargs = {"axes": axes, "channel": options.channel, "params": params, "config": config}
-        to_zarr = _chunked_writer() if fmt == "zarr" and meta.get("lazy") else None
+        to_zarr = _chunked_writer() if meta.get("lazy") else None
         if to_zarr is not None:
             sizes = {k: v for k, v in (meta.get("pixel_size") or {}).items() if k in "ZYX"}
-            gen = to_zarr(
-                data,
-                output,
-                model,
-                pixel_size=sizes or None,
-                unit=meta.get("unit"),
-                overwrite=options.overwrite,
-                **kwargs,
-            )
-            _drain(gen, progress)
+            store = output if fmt == "zarr" else output.with_name(f".{output.name}.{os.getpid()}.tmp.zarr")
+            try:
+                gen = to_zarr(
+                    data,
+                    store,
+                    model,
+                    pixel_size=sizes or None,
+                    unit=meta.get("unit"),
+                    overwrite=options.overwrite or store != output,
+                    **kwargs,
+                )
+                _drain(gen, progress)
+                if store != output:
+                    return _tiff_from_store(store, output, output_axes(axes), meta)
+            finally:
+                if store != output:
+                    shutil.rmtree(store, ignore_errors=True)
         else:
             labels = _drain(iter_segment(data, model=model, **kwargs), progress)
     except OSError as exc:  # the chunked path writes while it segments
