@@ -245,6 +245,7 @@ class FinetuneStep:
     steps_per_second: float
     heldout: HeldOutScore | None = None  # set on the steps where the held-out part was scored
     best_step: int = 0  # step of the best weights so far (0 = the parent's)
+    preview: Any = None  # what ``iter_finetune``'s ``preview`` hook returned on this step, if it ran
 
 
 @dataclass
@@ -389,6 +390,8 @@ def iter_finetune(
     device: str | torch.device = "auto",
     holdout: float = 0.2,
     eval_every: float | None = None,
+    preview: Callable[[Model], Any] | None = None,
+    preview_every: float = 3.0,
 ) -> Generator[FinetuneStep, None, Model]:
     """Fine-tune a copy of ``model`` on ``samples``; yield per step; return the best copy.
 
@@ -398,6 +401,12 @@ def iter_finetune(
     at the end; the weights with the lowest held-out loss are returned, so stopping early
     keeps the best. The returned model's card records parent, data, steps, time and the
     before/after held-out scores (``card["finetune"]["holdout"]`` says if nothing was held back).
+
+    ``preview(model)`` (optional) is called with the model being trained (eval mode, weights
+    of that step) at most every ``preview_every`` seconds, counted from the end of the
+    previous call, in this generator's thread; its result rides on that step's
+    :attr:`FinetuneStep.preview`. A GUI uses it to re-predict what the user is looking at
+    without ever running the net on its own thread.
     """
     if model.config.out_channels != 3:
         raise ValueError(f"fine-tuning needs a 3-class model, this one has {model.config.out_channels}")
@@ -429,6 +438,7 @@ def iter_finetune(
     last: TrainStep | None = None
     scored_at = 0
     stopped = False
+    next_preview = time.perf_counter() + preview_every
 
     def stop_asked() -> bool:
         nonlocal stopped
@@ -447,7 +457,13 @@ def iter_finetune(
                 next_eval = st.elapsed + (every_s or 0.0)
                 if best is None or score.loss < best.loss:
                     best_state, best, best_step = _snapshot(work.net), score, st.step
-            yield FinetuneStep(st.step, st.loss, st.lr, st.elapsed, st.steps_per_second, score, best_step)
+            shown = None
+            if preview is not None and time.perf_counter() >= next_preview and not stopped:
+                shown = _run_preview(preview, work)
+                next_preview = time.perf_counter() + preview_every
+            yield FinetuneStep(
+                st.step, st.loss, st.lr, st.elapsed, st.steps_per_second, score, best_step, shown
+            )
     finally:
         gen.close()  # puts the net back in eval mode
     if held and last is not None and scored_at != last.step:
@@ -472,6 +488,20 @@ def iter_finetune(
         stopped=stopped,
     )
     return work
+
+
+def _run_preview(preview: Callable[[Model], Any], work: Model) -> Any:
+    """Call ``preview`` on the net in eval mode (as prediction runs it), then resume training.
+
+    Frozen BatchNorm layers stay in eval mode, as :func:`iter_train` set them."""
+    net = work.net
+    modes = {m: m.training for m in net.modules()}
+    net.eval()
+    try:
+        return preview(work)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
 
 
 def _finetuned_card(

@@ -1,14 +1,14 @@
 """Qt widgets and worker glue for napari. Nothing in the core imports this package.
 
 The package itself imports no Qt, so the pure decision helpers in :mod:`._plan` can be
-tested without a display; ``SegmentWidget`` is loaded on first use.
+tested without a display; ``SegmentWidget`` and ``FinetuneWidget`` are loaded on first use.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SegmentWidget"]
+__all__ = ["FinetuneWidget", "SegmentWidget"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from .segment_widget import SegmentWidget
 
         return SegmentWidget
+    if name == "FinetuneWidget":
+        from .finetune_widget import FinetuneWidget
+
+        return FinetuneWidget
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,11 +23,16 @@ class ModelState(QObject):
     selected = Signal(str)
     #: models were saved, deleted or imported: choosers should list them again
     registry_changed = Signal()
+    #: Fine-tune asks Segment to segment this image layer (its ``unique_id``) again
+    resegment_requested = Signal(object)
 
     def __init__(self) -> None:
         super().__init__()
         self.path: str | None = None
         self._cache: dict[tuple[str, float], Model] = {}
+        #: labels layer id -> fingerprints of every plane Segment wrote there (see ``_plan.remember``):
+        #: Fine-tune tells a user's edit from Segment's own write with it
+        self.written: dict[Any, Any] = {}
 
     def select(self, path: str) -> None:
         """Make ``path`` the selected model and tell every widget."""

@@ -1,0 +1,427 @@
+"""What the Fine-tune widget decides and runs, without Qt.
+
+* which planes of a stack the user edited (from napari's paint history atoms), told apart
+  from Segment's own writes by the plane fingerprints Segment records;
+* a Shapes layer's rectangles / polygons / ellipses -> a "reviewed" mask in the labels' pixels;
+* the preview window (the plane on screen, around the view's centre, bounded in size);
+* the job a napari worker drives: samples, :func:`~napari_unet.train.iter_finetune` with a
+  preview hook, saving the result, with torch left one core short so the GUI stays smooth.
+
+Everything here is plain numpy / torch so the rules are tested without a display.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._plan import plane_hash
+
+Plane = tuple[int, ...]  # index over the labels' leading (T / Z) axes; () for a 2D image
+
+PREVIEW_MAX = 512  # px per side of the previewed window: ~0.2-0.5 s of CPU every few seconds
+PREVIEW_EVERY = 3.0  # s between the end of one preview and the start of the next
+
+
+class FinetuneJobError(Exception):
+    """A failure inside the worker, as one line (superqt swallows ``RuntimeError``; see
+    ``segment_widget.SegmentJobError``)."""
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- planes
+
+
+def stack_axes(label_axes: str) -> str:
+    """The labels' leading axes (T / Z) that index planes; '' for a 2D image.
+
+    Raises ``ValueError`` when the labels do not end in Y, X (planes would not be images)."""
+    if len(label_axes) < 2 or label_axes[-2:] != "YX":
+        raise ValueError(f"labels axes {label_axes!r} must end in YX to be trained on plane by plane")
+    lead = label_axes[:-2]
+    if set(lead) - set("TZ"):
+        raise ValueError(f"labels axes {label_axes!r}: only T and Z may come before YX")
+    return lead
+
+
+def plane_name(plane: Plane, lead: str) -> str:
+    """'z=3', 't=2, z=5' (the core's naming); 'image' for a 2D one."""
+    return ", ".join(f"{a.lower()}={i}" for a, i in zip(lead, plane, strict=True)) or "image"
+
+
+def planes_to_slices(planes: Iterable[Plane], lead: str) -> list[Any]:
+    """Planes -> the ``slices`` argument of :func:`napari_unet.data.samples_from_arrays`:
+    ints for one stack axis, (t, z) pairs for two."""
+    out: list[Any] = []
+    for p in planes:
+        if len(lead) == 1:
+            out.append(int(p[0]))
+        else:
+            d = dict(zip(lead, p, strict=True))
+            out.append((int(d["T"]), int(d["Z"])))
+    return out
+
+
+def _range(index: Any, n: int) -> Iterable[int]:
+    if isinstance(index, slice):
+        return range(n)[index]
+    if isinstance(index, (int, np.integer)):
+        return [int(index)]
+    arr = np.asarray(index)
+    if arr.dtype == bool:
+        return np.flatnonzero(arr).tolist()
+    return np.unique(arr).astype(int).tolist()
+
+
+def atom_planes(atom: Any, shape: Sequence[int]) -> set[Plane]:
+    """The planes one napari Labels history atom touched.
+
+    An atom is a masked paint (``slice_key`` with one slice per axis: brush, fill, polygon)
+    or a ``(indices, old, new)`` tuple from ``data_setitem``; both index all axes."""
+    n_lead = len(shape) - 2
+    if n_lead <= 0:
+        return {()}
+    key = getattr(atom, "slice_key", None)
+    if key is not None:
+        ranges = [list(_range(k, n)) for k, n in zip(key[:n_lead], shape[:n_lead], strict=True)]
+        import itertools
+
+        return {tuple(int(v) for v in p) for p in itertools.product(*ranges)}
+    try:
+        indices = atom[0]
+    except (TypeError, IndexError):
+        return set()
+    if not isinstance(indices, tuple) or len(indices) < n_lead:
+        return set()
+    arrays = [np.asarray(i) if not isinstance(i, slice) else None for i in indices[:n_lead]]
+    if all(a is not None and a.ndim == 1 for a in arrays):
+        lead = np.stack([np.broadcast_to(a, arrays[0].shape) for a in arrays], axis=1)  # type: ignore[union-attr]
+        return {tuple(int(v) for v in row) for row in np.unique(lead, axis=0)}
+    import itertools
+
+    ranges = [list(_range(i, n)) for i, n in zip(indices[:n_lead], shape[:n_lead], strict=True)]
+    return {tuple(int(v) for v in p) for p in itertools.product(*ranges)}
+
+
+def painted_planes(history_item: Iterable[Any], shape: Sequence[int]) -> set[Plane]:
+    """Planes touched by one undo step (the ``value`` of a Labels ``paint`` event)."""
+    out: set[Plane] = set()
+    for atom in history_item or ():
+        out |= atom_planes(atom, shape)
+    return out
+
+
+def is_segment_output(labels: np.ndarray, plane: Plane, written: dict[Plane, Any] | None) -> bool:
+    """True when ``labels[plane]`` holds exactly something Segment wrote there (not an edit)."""
+    if not written or plane not in written:
+        return False
+    return plane_hash(np.asarray(labels[plane])) in written[plane]
+
+
+# --------------------------------------------------------------------------- reviewed regions
+
+
+@dataclass(frozen=True)
+class Regions:
+    """A reviewed mask from a Shapes layer: ``mask`` is (Y, X) for every plane when the
+    shapes are 2D, else the labels' shape; ``planes`` are the planes holding shapes."""
+
+    mask: np.ndarray
+    planes: frozenset[Plane]
+    skipped: int  # lines / paths / points: no area
+
+
+def _ellipse_outline(corners: np.ndarray, n: int = 64) -> np.ndarray:
+    """napari stores an ellipse as the 4 corners of its box; its outline as a polygon."""
+    c = corners.mean(axis=0)
+    u = (corners[1] + corners[2]) / 2 - c
+    v = (corners[2] + corners[3]) / 2 - c
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)[:, None]
+    return c + np.cos(t) * u + np.sin(t) * v
+
+
+def regions_mask(
+    shapes: Sequence[np.ndarray],
+    shape_types: Sequence[str],
+    to_labels: Callable[[np.ndarray], np.ndarray],
+    labels_shape: Sequence[int],
+    shapes_ndim: int,
+) -> Regions:
+    """Rasterise rectangles, polygons and ellipses into the labels' pixel grid.
+
+    ``to_labels`` maps (N, shapes_ndim) vertex coordinates to the labels' data coordinates of
+    its last ``min(shapes_ndim, labels ndim)`` axes (world transforms of both layers).
+    Shapes of a 2D layer drawn over a stack count on every plane."""
+    from skimage.draw import polygon
+
+    labels_shape = tuple(int(n) for n in labels_shape)
+    h, w = labels_shape[-2:]
+    n_lead = len(labels_shape) - 2
+    per_plane = shapes_ndim < len(labels_shape)  # 2D shapes over a stack: one (Y, X) mask
+    mask = np.zeros((h, w) if per_plane or n_lead == 0 else labels_shape, bool)
+    planes: set[Plane] = set()
+    skipped = 0
+    for verts, kind in zip(shapes, shape_types, strict=True):
+        if kind not in ("rectangle", "polygon", "ellipse"):
+            skipped += 1
+            continue
+        pts = np.asarray(to_labels(np.asarray(verts, float)), float)
+        yx = pts[:, -2:]
+        if kind == "ellipse":
+            yx = _ellipse_outline(yx)
+        rr, cc = polygon(yx[:, 0], yx[:, 1], (h, w))
+        if per_plane or n_lead == 0:
+            mask[rr, cc] = True
+            continue
+        lead = pts[:, -len(labels_shape) : -2]
+        plane = tuple(
+            int(np.clip(np.round(v), 0, n - 1)) for v, n in zip(lead.mean(axis=0), labels_shape, strict=False)
+        )
+        mask[plane][rr, cc] = True
+        planes.add(plane)
+    return Regions(mask, frozenset(planes), skipped)
+
+
+def affine_between(
+    src_scale: Sequence[float],
+    src_translate: Sequence[float],
+    dst_scale: Sequence[float],
+    dst_translate: Sequence[float],
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Data coordinates of one layer -> those of another, over their common trailing axes
+    (napari aligns layers of different dimensionality on their last axes)."""
+    k = min(len(src_scale), len(dst_scale))
+    s0, t0 = np.asarray(src_scale[-k:], float), np.asarray(src_translate[-k:], float)
+    s1, t1 = np.asarray(dst_scale[-k:], float), np.asarray(dst_translate[-k:], float)
+
+    def f(pts: np.ndarray) -> np.ndarray:
+        return ((pts[:, -k:] * s0 + t0) - t1) / s1
+
+    return f
+
+
+# --------------------------------------------------------------------------- preview
+
+
+def preview_window(plane_shape: Sequence[int], center: Sequence[float], size: int = PREVIEW_MAX) -> tuple:
+    """(y0, y1, x0, x1): at most ``size`` px per side around ``center``, inside the plane."""
+    out = []
+    for n, c in zip(plane_shape, center, strict=True):
+        n = int(n)
+        m = min(n, size)
+        start = int(np.clip(np.round(float(c) - m / 2), 0, n - m))
+        out += [start, start + m]
+    return tuple(out)
+
+
+class PreviewTarget:
+    """What to preview, set by the GUI thread and read by the worker (one attribute
+    assignment, atomic under the GIL): (plane, (y0, y1, x0, x1))."""
+
+    def __init__(self, plane: Plane, window: tuple[int, int, int, int]) -> None:
+        self.value = (plane, window)
+
+
+@dataclass(frozen=True)
+class PreviewResult:
+    plane: Plane
+    window: tuple[int, int, int, int]
+    labels: np.ndarray  # (y1 - y0, x1 - x0) instance ids
+    seconds: float
+
+
+class PlanePreview:
+    """Run in the worker: segment the previewed window with the weights being trained.
+
+    Normalised exactly as prediction and training do (percentiles per time point over the
+    whole z-stack, computed once per time point and kept)."""
+
+    def __init__(self, image: np.ndarray, axes: str, channel: int | None, target: PreviewTarget) -> None:
+        self.image, self.axes, self.channel, self.target = image, axes, channel, target
+        self._bounds: dict[int, list] = {}
+
+    def __call__(self, model: Any) -> PreviewResult | None:
+        import time
+
+        from ..axes import to_canonical
+        from ..predict import (
+            PredictConfig,
+            _bounds,
+            _channels,
+            _instances,
+            _normalise,
+            default_params,
+            iter_probabilities,
+        )
+
+        t0 = time.perf_counter()
+        plane, (y0, y1, x0, x1) = self.target.value
+        can = to_canonical(self.image, self.axes)
+        n_c = int(can.shape[2])
+        chans = _channels(n_c, model.config.in_channels, self.channel, "C" in self.axes)
+        lead = [a for a in self.axes.replace("C", "")[:-2]]
+        pos = dict(zip(lead, plane, strict=True))
+        t, z = int(pos.get("T", 0)), int(pos.get("Z", 0))
+        if t not in self._bounds:
+            low, high = model.normalization
+            frame = np.asarray(can[t, :, chans])
+            if frame.dtype == bool:
+                frame = frame.view(np.uint8)
+            self._bounds[t] = [_bounds(frame[:, c], low, high) for c in range(frame.shape[1])]
+        if all(b is None for b in self._bounds[t]):
+            return PreviewResult(plane, (y0, y1, x0, x1), np.zeros((y1 - y0, x1 - x0), np.int32), 0.0)
+        window = np.asarray(can[t, z, chans, y0:y1, x0:x1])
+        if window.dtype == bool:
+            window = window.view(np.uint8)
+        x = _normalise(window, self._bounds[t])
+        device = next(model.net.parameters()).device.type
+        gen = iter_probabilities(model, x, PredictConfig(device=device))
+        while True:
+            try:
+                next(gen)
+            except StopIteration as done:
+                probs = done.value
+                break
+        labels = _instances(probs, default_params(model))
+        return PreviewResult(plane, (y0, y1, x0, x1), labels, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass(frozen=True)
+class FinetuneRequest:
+    """Everything a run needs, copied out of the layers on the GUI thread."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    axes: str
+    channel: int | None
+    ignore_label: int | None
+    reviewed: np.ndarray | None
+    slices: list[Any] | None
+    time_budget: float | None
+    steps: int | None
+    lr: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Yielded once the samples are built, before the first step (the held-out score of
+    the starting model is computed next, which takes a moment)."""
+
+    planes: int
+    annotated_pixels: int
+    annotated_objects: int
+
+
+@dataclass(frozen=True)
+class FinetuneOutcome:
+    model: Any  # the fine-tuned Model (the best weights)
+    saved: Any  # registry.ModelInfo, or None when saving failed
+    save_error: str | None
+
+
+def gui_threads(cpu_count: int | None = None) -> int:
+    """Torch threads for training from the GUI: every core but one, which stays with Qt."""
+    return max(1, (cpu_count if cpu_count is not None else os.cpu_count() or 1) - 1)
+
+
+def finetune_job(
+    base: Any,
+    request: FinetuneRequest,
+    stop: threading.Event,
+    preview: Callable[[Any], Any] | None = None,
+    done: threading.Event | None = None,
+    threads: int | None = None,
+    save: bool = True,
+) -> Generator[Prepared | Any, None, FinetuneOutcome]:
+    """The worker's generator: samples, training steps (with previews), then the saved model.
+
+    Stop is ``stop.set()``: training ends at the next step and the best weights are still
+    returned and saved (``worker.quit()`` would drop them). Saving happens here, off the GUI
+    thread; a :class:`~napari_unet.registry.ModelSaveError` is returned, not raised, so the
+    trained model is never lost. ``done`` is set when the generator ends, however it ends.
+    """
+    from dataclasses import replace
+
+    import torch
+
+    from ..data import samples_from_arrays
+    from ..registry import ModelSaveError, save_version
+    from ..train import FINETUNE_DEFAULTS, annotation_summary, iter_finetune
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads or gui_threads())
+    try:
+        samples = samples_from_arrays(
+            request.image,
+            request.labels,
+            base,
+            axes=request.axes,
+            channel=request.channel,
+            ignore_label=request.ignore_label,
+            reviewed=request.reviewed,
+            slices=request.slices,
+            source=request.source,
+        )
+        info = annotation_summary(samples)
+        yield Prepared(info["planes"], info["annotated_pixels"], info["annotated_objects"])
+        cfg = replace(FINETUNE_DEFAULTS, time_budget=request.time_budget, steps=request.steps, lr=request.lr)
+        model = yield from iter_finetune(
+            base, samples, cfg, stop=stop.is_set, preview=preview, preview_every=PREVIEW_EVERY
+        )
+        saved, error = None, None
+        if save:
+            try:
+                saved = save_version(model)
+            except (ModelSaveError, OSError, ValueError) as exc:
+                error = one_line(exc)
+        return FinetuneOutcome(model, saved, error)
+    except RuntimeError as exc:
+        raise FinetuneJobError(one_line(exc)) from exc
+    finally:
+        torch.set_num_threads(old)
+        if done is not None:
+            done.set()
+
+
+def drive(gen: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
+    """Run ``gen`` in a napari worker while the widget keeps a handle on it.
+
+    napari cancels running workers when its window closes (``worker.quit()``), and a quit
+    worker leaves its generator suspended; the widget then closes ``gen`` itself, so its
+    clean-up (torch threads, ``done``) runs at once rather than whenever it is collected."""
+    return (yield from gen)
+
+
+# --------------------------------------------------------------------------- texts
+
+
+def progress_fraction(step: int, elapsed: float, steps: int | None, budget: float | None) -> float:
+    """How far a run is: the larger of steps done / steps and time spent / budget."""
+    fracs = [step / steps] if steps else []
+    fracs += [elapsed / budget] if budget else []
+    return float(min(1.0, max(fracs, default=0.0)))
+
+
+def result_summary(card: dict[str, Any]) -> str:
+    """'held-out F1 0.62 -> 0.81 (14 objects)' or why there is no score."""
+    m = card.get("metrics") or {}
+    ft = card.get("finetune") or {}
+    if "heldout_f1_before" in m:
+        return (
+            f"held-out F1 {m['heldout_f1_before']:.2f} \u2192 {m['heldout_f1_after']:.2f} "
+            f"({m.get('heldout_objects', 0)} objects)"
+        )
+    return str(ft.get("holdout") or "no held-out score")
