@@ -70,14 +70,18 @@ def shapes_image() -> np.ndarray:
 # --------------------------------------------------------------------------- equal to in-memory
 
 
-def test_chunked_equals_in_memory_on_a_small_stack() -> None:
-    """The bundled model on a synthetic z-stack: same objects, chunked across Z, Y and X."""
+def test_chunked_equals_in_memory_on_a_small_stack(monkeypatch, tmp_path: Path) -> None:
+    """The bundled model on a synthetic z-stack: same objects, chunked across Z, Y and X for
+    post-processing and in Y/X for prediction, probabilities through a temporary store on disk."""
     model = load_model()
     s = nuclei_3d(shape=(16, 128, 128), z_spacing=3.0, seed=0)
     mem = segment(s.image, model=model, axes="ZYX")
     out = np.zeros(mem.shape, np.uint32)
     block, halo = (8, 48, 48), (4, 32, 32)
-    segment_chunked(s.image, out, model, axes="ZYX", block=block, halo=halo)
+    monkeypatch.setattr(chunked, "PREDICT_BLOCK", 64)
+    monkeypatch.setattr(chunked, "PROBS_IN_MEMORY", 0)
+    segment_chunked(s.image, out, model, axes="ZYX", block=block, halo=halo, scratch=tmp_path)
+    assert not list(tmp_path.iterdir())  # the temporary probabilities are gone
     m = match(mem, out)
     assert m.f1 == 1.0, m
     assert len(np.unique(out)) == len(np.unique(mem))
@@ -131,7 +135,11 @@ def test_bounds_use_the_in_memory_strided_sample(monkeypatch) -> None:
     monkeypatch.setattr(chunked, "SAMPLE_VOXELS", 700)
     frame = np.random.default_rng(3).gamma(2.0, 100.0, (3, 37, 41)).astype(np.float32)
     blocks = plan_blocks(frame.shape, (2, 16, 13), (1, 4, 4))
-    got = chunked._frame_bounds(lambda box: frame[box][:, None], frame.shape, blocks, 1, 1.0, 99.8)
+    gen = chunked._frame_bounds(lambda box: frame[box][:, None], frame.shape, blocks, 1, 1.0, 99.8)
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            next(gen)
+    got = stop.value.value
     step = frame.size // 700
     want = np.percentile(frame.reshape(-1)[::step], [1.0, 99.8])
     assert got == [(float(want[0]), float(want[1]))]
@@ -251,13 +259,13 @@ def test_anisotropy_plumbing(monkeypatch, blob_model, tmp_path: Path) -> None:
         PredictConfig(anisotropy=0.0)
     assert ball(5.0, 3.0).shape == (3, 11, 11) and ball(5.0, 1.0).shape == (11, 11, 11)
     seen = []
-    real = predict._instances
+    real = chunked.instances_from_probabilities
 
-    def spy(probs, params, volume=None):
+    def spy(interior, foreground, params, **volume):
         seen.append(volume)
-        return real(probs, params, volume)
+        return real(interior, foreground, params, **volume)
 
-    monkeypatch.setattr(chunked, "_instances", spy)
+    monkeypatch.setattr(chunked, "instances_from_probabilities", spy)
     stack = np.zeros((4, 32, 32), np.uint16)
     stack[1:3, 8:20, 8:20] = 1000
     segment_to_zarr(

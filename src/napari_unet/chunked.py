@@ -1,31 +1,34 @@
 """Segmenting stacks larger than memory: blocks with a halo, stitched into one id per object.
 
 :func:`iter_segment_chunked` gives the same labels as :func:`napari_unet.predict.iter_segment`
-(same objects; a few boundary pixels may differ) while holding only one block in memory:
+(same objects; a few boundary pixels may differ) while holding only a block in memory. Per T
+frame, in three steps:
 
-* **Blocks.** Each T frame's (Z, Y, X) volume is cut into core blocks that partition it; a
-  block is read with a halo around its core (>= 2 object diameters and the net's tile overlap
-  in Y/X, one object diameter in Z when Z is split at all), predicted slice by slice by the
-  existing tiled engine, post-processed as a volume like an in-memory frame, and only its core
-  is kept. The halo gives every kept voxel the context it would have in memory.
-* **Normalisation** uses bounds computed once per frame, from exactly the pixels the in-memory
+* **Normalisation** bounds are computed once per frame, from exactly the voxels the in-memory
   path samples (every ``step``-th voxel of the frame in C order, at most ~4 M per channel, see
   :func:`napari_unet.normalize.percentile_bounds`), gathered in one streamed pass over the
-  frame's blocks. So both paths map intensities identically; the price is one extra read of
-  the frame (about 1% of the time for zarr input) and 8 bytes per sampled voxel.
-* **Stitching.** Blocks are processed in raster order. A block's halo overlaps the cores of
-  blocks already written to ``out``; there the block's own labels and the written ids are
-  compared: a label whose overlap has IoU > 0.5 with a written object takes its id, and
-  written objects that lie mostly inside one label (e.g. two arms of one object that met only
-  in this block) are joined in a union-find. Labels without a partner get a new id. A second,
-  block-wise pass rewrites the frame through a lookup table only when objects were joined.
-* **Memory** is set by the block (``BLOCK_VOXELS`` voxels with halo: about 0.5 GB of
-  probabilities and post-processing arrays at the default), not by the stack; the
-  union-find holds only the joined ids.
+  frame. Both paths map intensities identically; the price is one extra read of the frame
+  (about 1% of the time for zarr input) and 8 bytes per sampled voxel.
+* **Prediction**, one plane at a time (the net is 2D), in Y/X blocks of ``PREDICT_BLOCK`` px
+  read with ``config.overlap`` px of context, tiled by the existing engine: no tile is
+  predicted twice across Z, and a plane up to 2048 px wide is tiled exactly as in memory. The
+  interior and foreground probabilities go, as float16, into a per-frame store: memory for
+  small frames, else a temporary zarr store on disk (2 x 2 bytes per voxel; float16 moves a
+  probability by < 0.0005, which flips a rare voxel at a threshold).
+* **Post-processing** in (Z, Y, X) blocks of about ``BLOCK_VOXELS`` voxels with a halo of two
+  object diameters (and one diameter of slices when Z is split): each block is labelled as a
+  volume like an in-memory frame, and only its core is kept. Blocks go in raster order; a
+  block's halo overlaps the cores already written to ``out``, where its labels are compared
+  with the written ids: a label whose overlap has IoU > 0.5 with a written object takes its
+  id, and written objects lying mostly inside one label (two arms of one object that meet only
+  in this block) are joined in a union-find. Other labels get new ids. A block-wise second
+  pass rewrites the frame through a lookup table only when objects were joined.
 
-Time-lapses are segmented frame by frame (ids restart per frame, as in memory); with
-``track=True`` each frame's objects take the id of the previous frame's object they overlap
-with IoU > 0.5, else a new id, so ids are unique and consistent over time.
+Memory is set by the blocks (about 0.3 GB besides Python, torch and the model), not by the
+stack; the union-find holds only joined ids. Time-lapses are segmented frame by frame (ids
+restart per frame, as in memory); with ``track=True`` each frame's objects take the id of the
+previous frame's object they overlap with IoU > 0.5, else a new id, so ids stay unique and
+consistent over time.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import numpy as np
 from .axes import guess_axes, output_axes, to_canonical, validate_axes
 from .model import Model
 from .normalize import BadImageError, check_finite
-from .postprocess import PostprocessParams
+from .postprocess import PostprocessParams, instances_from_probabilities
 from .predict import (
     ASSUMED_ANISOTROPY,
     PredictConfig,
@@ -56,7 +59,6 @@ from .predict import (
     _batch,
     _channels,
     _grid,
-    _instances,
     _make_runner,
     _normalise_plane,
     _predict_planes,
@@ -81,9 +83,12 @@ __all__ = [
     "segment_to_zarr",
 ]
 
-BLOCK_VOXELS = 10_000_000  # voxels of a block with its halo (~40 B each while post-processing)
-MAX_WHOLE_Z = 64  # stacks up to this many slices are never split along Z (no Z halo to recompute)
+BLOCK_VOXELS = 2_500_000  # voxels of a post-processing block with its halo (~40 B each)
+MAX_WHOLE_Z = 64  # stacks up to this many slices are not split along Z
 Z_BLOCK = 32
+PREDICT_BLOCK = 2048  # Y/X core of a prediction block (one plane: ~0.2 GB with tiles and net)
+PROBS_IN_MEMORY = 64 * 2**20  # bytes of float16 probabilities per frame kept in memory, not on disk
+SCRATCH_ENV = "NAPARI_UNET_SCRATCH"
 SAMPLE_VOXELS = 4_000_000  # as napari_unet.normalize.percentile_bounds
 PLANE_CHUNK = 1024
 
@@ -114,21 +119,25 @@ class Block:
         return tuple(e.stop - e.start for e in self.ext)
 
 
-def _axis_cores(n: int, size: int) -> list[tuple[int, int]]:
-    """Cores of about equal length <= ``size`` covering ``[0, n)`` (no sliver at the end)."""
-    k = max(1, math.ceil(n / max(size, 1)))
+def _axis_cores(n: int, size: int, even: bool = True) -> list[tuple[int, int]]:
+    """Cores <= ``size`` covering ``[0, n)``: of about equal length (no sliver at the end), or
+    with ``even=False`` of exactly ``size`` but the last (tile grids stay aligned)."""
+    size = max(size, 1)
+    if not even:
+        return [(a, min(a + size, n)) for a in range(0, n, size)]
+    k = max(1, math.ceil(n / size))
     bounds = [round(i * n / k) for i in range(k + 1)]
     return list(itertools.pairwise(bounds))
 
 
 def plan_blocks(
-    shape: tuple[int, int, int], block: tuple[int, int, int], halo: tuple[int, int, int]
+    shape: tuple[int, int, int], block: tuple[int, int, int], halo: tuple[int, int, int], even: bool = True
 ) -> list[Block]:
     """Blocks over a (Z, Y, X) frame in raster order; the halo is dropped along an axis that is
     not split (nothing to share there)."""
     axes = []
     for n, size, h in zip(shape, block, halo, strict=True):
-        cores = _axis_cores(int(n), int(size))
+        cores = _axis_cores(int(n), int(size), even)
         h = int(h) if len(cores) > 1 else 0
         axes.append([(slice(a, b), slice(max(0, a - h), min(int(n), b + h))) for a, b in cores])
     out = []
@@ -146,13 +155,12 @@ def _diameter(model: Model, config: PredictConfig) -> float:
 
 
 def default_halo(model: Model, config: PredictConfig = PredictConfig()) -> tuple[int, int, int]:
-    """(Z, Y, X) halo: in Y/X the larger of the tile overlap (the net's context at a seam in
-    memory) and two object diameters, rounded up to 16 px; in Z one object diameter in slices
-    (plus one), since the net is 2D and only post-processing needs Z context."""
+    """(Z, Y, X) halo of the post-processing blocks: two object diameters in Y/X (rounded up to
+    8 px; more than the seed erosion and than any object that crosses the core's border) and
+    one diameter in slices (plus one) in Z. The net's own context is separate: prediction
+    blocks are read with ``config.overlap`` px around them."""
     diameter = _diameter(model, config)
-    zoom = _zoom(model, config.diameter) or 1.0
-    yx = max(config.overlap / zoom, 2.0 * diameter)
-    yx = int(math.ceil(yx / 16.0) * 16)
+    yx = int(math.ceil(2.0 * diameter / 8.0) * 8)
     anisotropy = config.anisotropy if config.anisotropy is not None else ASSUMED_ANISOTROPY
     z = int(math.ceil(diameter / anisotropy)) + 1
     return z, yx, yx
@@ -161,19 +169,14 @@ def default_halo(model: Model, config: PredictConfig = PredictConfig()) -> tuple
 def default_block(
     shape: tuple[int, int, int], halo: tuple[int, int, int], config: PredictConfig = PredictConfig()
 ) -> tuple[int, int, int]:
-    """Core block (Z, Y, X) whose extended size stays near ``BLOCK_VOXELS``.
-
-    Z is split only beyond ``MAX_WHOLE_Z`` slices. The Y/X core is chosen so that core plus
-    halo is ``k`` tiles of ``tile + overlap`` stepping by ``tile``: the tiled engine then wastes
-    nothing beyond its usual overlaps. The block depends on the frame's depth, never on its
-    width or height, so memory does not grow with the image.
-    """
+    """Core (Z, Y, X) of the post-processing blocks: about ``BLOCK_VOXELS`` voxels with the
+    halo, whatever the frame's size and depth, so memory does not grow with the stack. Z is
+    split only beyond ``MAX_WHOLE_Z`` slices."""
     n_z = int(shape[0])
     zb = n_z if n_z <= MAX_WHOLE_Z else Z_BLOCK
     z_ext = n_z if zb >= n_z else zb + 2 * halo[0]
     side = int(math.sqrt(BLOCK_VOXELS / max(z_ext, 1)))
-    k = max(1, (side - config.overlap) // max(config.tile, 1))
-    core = max(k * config.tile + config.overlap - 2 * halo[1], 2 * halo[1], 64)
+    core = max(side - 2 * halo[1], 2 * halo[1], 32)
     return zb, min(core, int(shape[1])), min(core, int(shape[2]))
 
 
@@ -267,9 +270,10 @@ def _frame_bounds(
     n_c: int,
     low: float,
     high: float,
-) -> list[tuple[float, float] | None]:
+) -> Generator[None, None, list[tuple[float, float] | None]]:
     """Per-channel bounds of a frame, equal to :func:`napari_unet.predict._bounds` on the whole
-    frame: the same strided sample (every ``step``-th voxel in C order), streamed block by block."""
+    frame: the same strided sample (every ``step``-th voxel in C order), streamed block by block.
+    Yields after each block (a Stop point: reading a big frame takes a while)."""
     n_z, h, w = shape
     step = max(1, (n_z * h * w) // SAMPLE_VOXELS)
     parts: list[list[np.ndarray]] = [[] for _ in range(n_c)]
@@ -290,6 +294,7 @@ def _frame_bounds(
                 base = (z0 + zi) * h * w + y0 * w + x0
                 parts[c].append(chan[zi][(offsets + base) % step == 0])
         del raw
+        yield
     bounds: list[tuple[float, float] | None] = []
     for c in range(n_c):
         sample = np.concatenate(parts[c])
@@ -390,6 +395,53 @@ def _as_triple(value: int | tuple[int, ...] | None, name: str) -> tuple[int, int
     return vals  # type: ignore[return-value]
 
 
+def _write_maps(maps: Any, where: tuple, probs: np.ndarray) -> None:
+    """(K, h, w) softmax probabilities -> interior and foreground (as post-processing reads them,
+    see :func:`napari_unet.predict._instances`), float16, into ``maps[:, *where]``; the sum is
+    formed in place (``probs`` is spent)."""
+    if probs.shape[0] not in (2, 3):
+        raise ValueError(f"cannot turn {probs.shape[0]} output channels into instances (need 2 or 3)")
+    maps[(0, *where)] = probs[1].astype(np.float16)
+    if probs.shape[0] == 3:
+        np.add(probs[1], probs[2], out=probs[2])
+    maps[(1, *where)] = probs[-1 if probs.shape[0] == 3 else 1].astype(np.float16)
+
+
+@contextlib.contextmanager
+def _probability_store(shape: tuple[int, int, int, int], scratch: str | os.PathLike | None) -> Iterator[Any]:
+    """Where a frame's (2, Z, Y, X) float16 probabilities wait for post-processing: memory when
+    they are small (``PROBS_IN_MEMORY`` bytes), else a temporary zarr store on disk in
+    ``scratch`` ($NAPARI_UNET_SCRATCH, else the user cache folder: not /tmp, which may be RAM),
+    deleted on exit, also on error or Stop."""
+    if 2 * math.prod(shape) <= PROBS_IN_MEMORY:
+        yield np.zeros(shape, np.float16)
+        return
+    import tempfile
+
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    folder = scratch or os.environ.get(SCRATCH_ENV)
+    if not folder:
+        import platformdirs
+
+        folder = platformdirs.user_cache_path("napari-unet") / "scratch"
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".napari-unet-probs-", dir=folder)
+    try:
+        chunks = (2, 1, min(shape[2], 512), min(shape[3], 512))
+        yield zarr.create_array(
+            tmp,
+            shape=shape,
+            dtype=np.float16,
+            chunks=chunks,
+            fill_value=0,
+            compressors=BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def iter_segment_chunked(
     image: Any,
     out: Any,
@@ -402,17 +454,20 @@ def iter_segment_chunked(
     halo: int | tuple[int, ...] | None = None,
     track: bool = False,
     out_axes: str | None = None,
+    scratch: str | os.PathLike | None = None,
 ) -> Generator[Progress, None, Any]:
     """Instance labels of ``image`` written block by block into ``out``; yields progress,
     returns ``out``.
 
     ``image``: numpy, dask or zarr array (any size; only blocks are read). ``out``: a
     writable array (zarr, numpy) of the labels' shape (the image's without C, same axis
-    order), best uint32; every voxel is written. ``block``/``halo``: (z, y, x) core size and
-    context in voxels (None: :func:`default_block`, :func:`default_halo`). ``track``: ids
-    consistent over T (see the module docstring). ``out_axes``: the axis order of ``out``
-    when it is not the image's (e.g. ``TZYX`` for OME-Zarr). Closing the generator stops at the
-    next tile batch and leaves ``out`` partly written.
+    order), best uint32; every voxel is written. ``block``/``halo``: (z, y, x) core and
+    context of the post-processing blocks in voxels (None: :func:`default_block`,
+    :func:`default_halo`). ``track``: ids consistent over T (see the module docstring).
+    ``out_axes``: the axis order of ``out`` when it is not the image's (e.g. ``TZYX`` for
+    OME-Zarr). ``scratch``: folder for the temporary probabilities of frames too large to keep
+    them in memory. Closing the generator stops at the next tile batch and leaves ``out``
+    partly written.
     """
     model = _as_model(model)
     axes = _resolve_axes(image, axes)
@@ -437,64 +492,83 @@ def iter_segment_chunked(
     low, high = model.normalization
     runner = _make_runner(model, config)
     zoom = _zoom(model, config.diameter)
-    volume = _volume_options(model, config)
+    volume = _volume_options(model, config) if n_z > 1 else {}
     halo3 = _as_triple(halo, "halo") or default_halo(model, config)
     block3 = _as_triple(block, "block") or default_block((n_z, h, w), halo3, config)
     if min(block3) < 1 or min(halo3) < 0:
         raise ValueError(f"block must be >= 1 and halo >= 0 voxels, got {block3} and {halo3}")
     blocks = plan_blocks((n_z, h, w), block3, halo3)
     grid_starts = tuple(sorted({b.core[d].start for b in blocks}) for d in range(3))
+    # prediction: one plane at a time, in large Y/X blocks with the net's context around them
+    net_halo = int(math.ceil(config.overlap / (zoom or 1.0)))
+    # (cores of exactly PREDICT_BLOCK: with the defaults, core + context is 4 tiles of 576 px)
+    pblocks = plan_blocks((1, h, w), (1, PREDICT_BLOCK, PREDICT_BLOCK), (0, net_halo, net_halo), even=False)
 
     def net_shape(b: Block) -> tuple[int, int]:
         hh, ww = b.ext_shape[1:]
         return (hh, ww) if zoom is None else (max(1, round(hh * zoom)), max(1, round(ww * zoom)))
 
-    grids = {b.index: _grid(model, net_shape(b), config) for b in blocks}
-    total = n_t * sum(b.ext_shape[0] * len(grids[b.index]) for b in blocks)
+    grids = [_grid(model, net_shape(b), config) for b in pblocks]
+    total = n_t * n_z * sum(len(g) for g in grids)
     store = _Out(out, out_axes)
     done, next_track = 0, 1
-    for t in range(n_t):
+    with _probability_store((2, n_z, h, w), scratch) as maps:
+        for t in range(n_t):
 
-        def read(box: Box, t: int = t) -> np.ndarray:
-            raw = _load(can[t, box[0], chans, box[1], box[2]])
-            if raw.dtype == bool:
-                raw = raw.view(np.uint8)
-            if raw.dtype.kind == "f":
-                check_finite(raw)
-            return raw
+            def read(box: Box, t: int = t) -> np.ndarray:
+                raw = _load(can[t, box[0], chans, box[1], box[2]])
+                if raw.dtype == bool:
+                    raw = raw.view(np.uint8)
+                if raw.dtype.kind == "f":
+                    check_finite(raw)
+                return raw
 
-        bounds = _frame_bounds(read, (n_z, h, w), blocks, cin, low, high)
-        joins, next_id = _Joins(), 1
-        for k, b in enumerate(blocks):
-            grid = grids[b.index]
-            if all(bd is None for bd in bounds):  # a constant frame: nothing to segment
-                done += b.ext_shape[0] * len(grid)
-                store.write(t, b.core, np.zeros(tuple(s.stop - s.start for s in b.core), np.dtype(out.dtype)))
+            sampling = _frame_bounds(read, (n_z, h, w), blocks, cin, low, high)
+            while True:
+                try:
+                    next(sampling)
+                except StopIteration as stop:
+                    bounds = stop.value
+                    break
                 yield Progress(done, total, "predict")
+            if all(bd is None for bd in bounds):  # a constant frame: nothing to segment
+                for b in blocks:
+                    store.write(t, b.core, np.zeros(tuple(s.stop - s.start for s in b.core), out.dtype))
+                done += n_z * sum(len(g) for g in grids)
+                yield Progress(t + 1, n_t, "postprocess")
                 continue
-            raw = read(b.ext)
-            zb, hb, wb = b.ext_shape
-            planes = _plane_reader(raw, bounds)
-            nhw = net_shape(b)
-            if zoom is not None:
-                planes = _zoomed(planes, nhw)
-            probs = np.empty((model.config.out_channels, zb, *nhw), np.float32)
-            done = yield from _predict_planes(
-                runner, planes, zb, grid, probs, _batch(config, grid), done, total
-            )
-            del raw, planes
-            if zoom is not None:
-                probs = _unzoom(probs, (hb, wb))
-            lab = _instances(probs if n_z > 1 else probs[:, 0], params, volume).reshape(zb, hb, wb)
-            del probs
-            next_id = _stitch(store, t, blocks, grid_starts, b, k, lab, joins, next_id, max_id)
-        if joins.parent:
-            _relabel(store, t, blocks, _compact_lut(joins, next_id))
-        if track and t > 0:
-            next_track = _track(store, t, blocks, next_track)
-        elif track:
-            next_track = next_id
-        yield Progress(t + 1, n_t, "postprocess")
+            for z in range(n_z):
+                for pb, grid in zip(pblocks, grids, strict=True):
+                    raw = read((slice(z, z + 1), pb.ext[1], pb.ext[2]))
+                    planes = _plane_reader(raw, bounds)
+                    nhw = net_shape(pb)
+                    if zoom is not None:
+                        planes = _zoomed(planes, nhw)
+                    probs = np.empty((model.config.out_channels, 1, *nhw), np.float32)
+                    done = yield from _predict_planes(
+                        runner, planes, 1, grid, probs, _batch(config, grid), done, total
+                    )
+                    del raw, planes
+                    if zoom is not None:
+                        probs = _unzoom(probs, pb.ext_shape[1:])
+                    _write_maps(maps, (z, pb.core[1], pb.core[2]), probs[:, 0, pb.inner[1], pb.inner[2]])
+                    del probs
+            joins, next_id = _Joins(), 1
+            for k, b in enumerate(blocks):
+                m = np.asarray(maps[(slice(None), *b.ext)], dtype=np.float32)
+                if n_z > 1:
+                    lab = instances_from_probabilities(m[0], m[1], params, **volume)
+                else:
+                    lab = instances_from_probabilities(m[0, 0], m[1, 0], params)[None]
+                del m
+                next_id = _stitch(store, t, blocks, grid_starts, b, k, lab, joins, next_id, max_id)
+                yield Progress(t * len(blocks) + k + 1, n_t * len(blocks), "postprocess")
+            if joins.parent:
+                _relabel(store, t, blocks, _compact_lut(joins, next_id))
+            if track and t > 0:
+                next_track = _track(store, t, blocks, next_track)
+            elif track:
+                next_track = next_id
     return out
 
 
@@ -687,6 +761,7 @@ def iter_segment_to_zarr(
     unit: str | None = None,
     chunks: tuple[int, ...] | None = None,
     overwrite: bool = False,
+    scratch: str | os.PathLike | None = None,
 ) -> Generator[Progress, None, Path]:
     """Segment ``image`` chunk by chunk into an OME-Zarr labels store at ``path``; returns it.
 
@@ -694,7 +769,8 @@ def iter_segment_to_zarr(
     at ``path`` only when segmentation finished: an error or closing the generator (Stop)
     leaves nothing there that looks complete. ``pixel_size`` ({"Z", "Y", "X"} or a per-axis
     scale) is written with the labels and, unless ``config.anisotropy`` is set, gives the
-    z/xy anisotropy used in 3D.
+    z/xy anisotropy used in 3D. Temporary probabilities of large frames go to ``scratch``
+    (default: the output's folder, where the user expects the space to be used).
     """
     axes = _resolve_axes(image, axes)
     arr = _lazy(image, axes)
@@ -711,7 +787,18 @@ def iter_segment_to_zarr(
         kw.update(labels=True, overwrite=overwrite)
     with writer(path, shape, np.uint32, out_axes, chunks, **kw) as out:
         yield from iter_segment_chunked(
-            arr, out, model, axes, channel, params, config, block, halo, track, out_axes=out_axes
+            arr,
+            out,
+            model,
+            axes,
+            channel,
+            params,
+            config,
+            block,
+            halo,
+            track,
+            out_axes=out_axes,
+            scratch=scratch if scratch is not None else Path(path).parent,
         )
     return Path(path)
 
