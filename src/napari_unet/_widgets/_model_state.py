@@ -56,6 +56,16 @@ class ModelState(QObject):
             self._cache[key] = load_model(p)
         return self._cache[key]
 
+    def remember(self, path: str, model: Model) -> None:
+        """Cache a model just saved at ``path`` (Fine-tune has it in memory): selecting it then
+        reads no file on the GUI thread."""
+        from pathlib import Path
+
+        p = Path(path)
+        key = (str(p), p.stat().st_mtime)
+        self._cache = {k: v for k, v in self._cache.items() if k[0] != key[0]}
+        self._cache[key] = model
+
     def forget(self, path: str) -> None:
         """Drop a deleted model from the cache (and from the selection)."""
         self._cache = {k: v for k, v in self._cache.items() if k[0] != str(path)}

@@ -52,37 +52,45 @@ MODEL_FILE_FILTER = "napari-unet model (*.pt);;All files (*)"
 REDRAW_MS = 250  # status, progress bar and loss plot: at most 4 redraws a second
 
 
+_WARMED = threading.Event()
+
+
+def _warm_up_torch_training() -> None:
+    """Import what torch's first optimiser imports (~800 modules: torch._dynamo, sympy ...),
+    in a background thread when the widget opens.
+
+    Measured with benchmarks/bench_gui_finetune.py: done by the first training step, those
+    imports held the GIL for 100-270 ms at a time (unmarshalling code, registering ops), which
+    froze the GUI right after Fine-tune was clicked. Here it happens once, while the user is
+    still choosing layers."""
+    if _WARMED.is_set():
+        return
+    _WARMED.set()
+
+    def work() -> None:
+        import torch
+
+        torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+
+    threading.Thread(target=work, name="napari-unet warm-up", daemon=True).start()
+
+
 class LossPlot(QWidget):
-    """Training loss per step (line) and held-out loss (dots), drawn with matplotlib's Agg.
+    """Training loss per step (line) and held-out loss (dots), painted with QPainter.
 
-    ``add`` only stores points; ``redraw`` (called by the widget's throttle timer) draws
-    when something changed, on a small canvas, so a redraw costs a few milliseconds."""
+    Not matplotlib: on this 2-core machine an Agg redraw of even a small figure took 80-100 ms
+    on the GUI thread (text layout of ticks and legend), which alone broke the 50 ms budget
+    (benchmarks/bench_gui_finetune.py). Painting a polyline and four labels takes ~1 ms.
+    ``add`` only stores points; ``redraw`` (called by the widget's throttle timer) schedules
+    a repaint when something changed."""
 
-    MAX_POINTS = 400  # a longer curve is thinned before drawing (the shape is what matters)
+    MAX_POINTS = 400  # a longer curve is averaged down before drawing (the shape is what matters)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        bg, fg = "#262930", "#d1d2d4"  # napari's dark theme
-        self.figure = Figure(figsize=(3.2, 1.6), dpi=72, facecolor=bg, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(120)
-        self.canvas.setMaximumHeight(170)
-        ax = self.figure.add_subplot(111, facecolor=bg)
-        ax.tick_params(colors=fg, labelsize=8)
-        for spine in ax.spines.values():
-            spine.set_color("#5a626c")
-        ax.set_xlabel("step", color=fg, fontsize=8)
-        ax.set_ylabel("loss", color=fg, fontsize=8)
-        (self.train_line,) = ax.plot([], [], color="#7fb4e8", lw=1.0, label="training")
-        (self.heldout_line,) = ax.plot([], [], "o", color="#f2a65a", ms=4, label="held-out")
-        ax.legend(loc="upper right", fontsize=7, frameon=False, labelcolor=fg)
-        self.ax = ax
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
+        self.setMinimumHeight(110)
+        self.setMaximumHeight(150)
+        self.setToolTip("loss per training step (line) and on the held-out part (dots)")
         self.clear()
 
     def clear(self) -> None:
@@ -104,24 +112,82 @@ class LossPlot(QWidget):
         self.dirty = True
 
     def redraw(self) -> None:
-        if not self.dirty:
-            return
-        self.dirty = False
+        if self.dirty:
+            self.dirty = False
+            self.update()
+
+    def _curve(self) -> tuple[np.ndarray, np.ndarray]:
         x, y = np.asarray(self.steps, float), np.asarray(self.losses, float)
         if len(x) > self.MAX_POINTS:
             k = int(np.ceil(len(x) / self.MAX_POINTS))
             n = len(x) // k * k
             x, y = x[:n].reshape(-1, k).mean(1), y[:n].reshape(-1, k).mean(1)
-        self.train_line.set_data(x, y)
-        if self.held:
-            hx, hy = zip(*self.held, strict=True)
-            self.heldout_line.set_data(hx, hy)
-        else:
-            self.heldout_line.set_data([], [])
-        self.ax.relim()
-        self.ax.autoscale_view()
-        self.canvas.draw_idle()
+        return x, y
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        from qtpy.QtCore import QPointF, QRectF
+        from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
+
         self.draws += 1
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        fg, grid = QColor("#d1d2d4"), QColor("#5a626c")
+        w, h = self.width(), self.height()
+        left, right, top, bottom = 44.0, 8.0, 8.0, 18.0
+        box = QRectF(left, top, max(1.0, w - left - right), max(1.0, h - top - bottom))
+        painter.setPen(QPen(grid, 1))
+        painter.drawRect(box)
+        x, y = self._curve()
+        hx = np.asarray([p[0] for p in self.held], float)
+        hy = np.asarray([p[1] for p in self.held], float)
+        painter.setPen(fg)
+        font = painter.font()
+        font.setPointSizeF(7.5)
+        painter.setFont(font)
+        if not len(x) and not len(hx):
+            painter.drawText(box, int(Qt.AlignmentFlag.AlignCenter), "loss curve appears here")
+            painter.end()
+            return
+        xs = np.concatenate([x, hx, [0.0]])
+        ys = np.concatenate([y, hy])
+        x0, x1 = 0.0, max(float(xs.max()), 1.0)
+        y0, y1 = float(ys.min()), float(ys.max())
+        pad = max((y1 - y0) * 0.08, 1e-3)
+        y0, y1 = max(0.0, y0 - pad), y1 + pad
+
+        def to_px(px: float, py: float) -> QPointF:
+            return QPointF(
+                box.left() + (px - x0) / (x1 - x0) * box.width(),
+                box.bottom() - (py - y0) / (y1 - y0) * box.height(),
+            )
+
+        for value, flag in ((y1, Qt.AlignmentFlag.AlignTop), (y0, Qt.AlignmentFlag.AlignBottom)):
+            painter.drawText(
+                QRectF(0, top if flag == Qt.AlignmentFlag.AlignTop else top, left - 4, box.height()),
+                int(flag | Qt.AlignmentFlag.AlignRight),
+                f"{value:.3g}",
+            )
+        painter.drawText(
+            QRectF(box.left(), box.bottom() + 2, box.width(), bottom - 2),
+            int(Qt.AlignmentFlag.AlignRight),
+            f"step {int(x1)}",
+        )
+        painter.drawText(
+            QRectF(box.left(), box.bottom() + 2, box.width(), bottom - 2),
+            int(Qt.AlignmentFlag.AlignLeft),
+            "0",
+        )
+        if len(x):
+            path = QPainterPath(to_px(x[0], y[0]))
+            for px, py in zip(x[1:], y[1:], strict=True):
+                path.lineTo(to_px(px, py))
+            painter.setPen(QPen(QColor("#7fb4e8"), 1.2))
+            painter.drawPath(path)
+        painter.setPen(QPen(QColor("#f2a65a"), 1))
+        painter.setBrush(QColor("#f2a65a"))
+        for px, py in zip(hx, hy, strict=True):
+            painter.drawEllipse(to_px(px, py), 3.0, 3.0)
+        painter.end()
 
 
 class FinetuneWidget(QWidget):
@@ -300,6 +366,7 @@ class FinetuneWidget(QWidget):
         self._show_model()
         self._refresh_layers()
         self._update_enabled()
+        _warm_up_torch_training()
 
     # ----------------------------------------------------------------- layers
     def _layer_by_id(self, uid: Any) -> Any:
@@ -659,6 +726,8 @@ class FinetuneWidget(QWidget):
             "scale": tuple(labels.scale),
             "translate": tuple(labels.translate),
             "shape": tuple(np.shape(labels.data)),
+            # the labels layer's dtype: napari reuses its texture format and shader for the preview
+            "dtype": fp.preview_dtype(np.asarray(labels.data[(0,) * labels.ndim]).dtype),
             "preview_id": None,
             "preview_removed": False,
             "started": time.perf_counter(),
@@ -687,6 +756,7 @@ class FinetuneWidget(QWidget):
         self.save_again_button.setVisible(False)
         self.status_label.setText(f"preparing: {request.source} from {self._job['base']} on {self.device}...")
         self._update_enabled()
+        self._preview_layer()
         self._tick.start()
         worker.start()
 
@@ -728,16 +798,18 @@ class FinetuneWidget(QWidget):
             self.status_label.setText(text)
         self.loss_plot.redraw()
 
-    def _show_preview(self, result: fp.PreviewResult) -> None:
-        """Write the preview window into '<image> preview' (created once; never the user's labels)."""
+    def _preview_layer(self) -> Labels | None:
+        """'<image> preview' (created once per image; never the user's labels), or None when the
+        user deleted it during this run. Created when the run starts: adding a layer costs
+        napari a few hundred ms on the GUI thread (controls, visual), better at the click than
+        as a freeze in the middle of training."""
         job = self._job
         if job.get("preview_removed"):
-            return
+            return None
         layer = self._layer_by_id(job.get("preview_id"))
         if job.get("preview_id") is not None and layer is None:
             job["preview_removed"] = True  # the user deleted it: stop previewing this run
-            return
-        y0, y1, x0, x1 = result.window
+            return None
         if layer is None:
             name = f"{job['image_name']} preview"
             layer = next(
@@ -746,7 +818,7 @@ class FinetuneWidget(QWidget):
             if layer is None or tuple(np.shape(layer.data)) != job["shape"]:
                 active = self.viewer.layers.selection.active
                 layer = Labels(
-                    np.zeros(job["shape"], np.int32),
+                    np.zeros(job["shape"], job["dtype"]),
                     name=_plan.next_free_name(name, [lyr.name for lyr in self.viewer.layers]),
                     scale=job["scale"],
                     translate=job["translate"],
@@ -759,12 +831,24 @@ class FinetuneWidget(QWidget):
             self._preview_ids.add(layer.unique_id)
             job["preview_id"] = layer.unique_id
             job["last_window"] = None
+        return layer
+
+    def _show_preview(self, result: fp.PreviewResult) -> None:
+        """Write the preview window into the preview layer (the previous window is cleared)."""
+        job = self._job
+        layer = self._preview_layer()
+        if layer is None:
+            return
+        y0, y1, x0, x1 = result.window
         data = layer.data
         last = job.get("last_window")
         if last is not None:
             plane, (a, b, c, d) = last
             data[plane][a:b, c:d] = 0
-        data[result.plane][y0:y1, x0:x1] = result.labels
+        values = result.labels
+        if values.max(initial=0) > np.iinfo(data.dtype).max:
+            values = values % np.iinfo(data.dtype).max  # a preview: colours only, ids may wrap
+        data[result.plane][y0:y1, x0:x1] = values
         job["last_window"] = (result.plane, result.window)
         layer.refresh()
         self.previews_shown += 1
@@ -788,6 +872,12 @@ class FinetuneWidget(QWidget):
             self._save_failed(outcome.save_error or "unknown error", summary)
 
     def _saved(self, info: Any, summary: str) -> None:
+        if self._result is not None:
+            self._result.card["name"] = info.name  # as in the saved file
+            try:
+                self.model_state.remember(str(info.path), self._result)
+            except OSError:
+                pass
         self.model_state.changed()
         self.model_state.select(str(info.path))
         self.segment_again_button.setEnabled(True)

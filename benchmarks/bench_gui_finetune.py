@@ -1,0 +1,178 @@
+"""How responsive napari stays while the Fine-tune widget trains (with live previews).
+
+    xvfb-run -a .venv/bin/python benchmarks/bench_gui_finetune.py [--budget 30] [--model PATH]
+
+Opens a shown viewer with the ``nuclei_2d`` sample, docks Segment and Fine-tune, segments,
+paints one correction with the Labels API the brush uses, then fine-tunes the bundled model
+(default) for ``--budget`` seconds while a 10 ms QTimer on the GUI thread measures its
+lateness (target: max under 50 ms). To say *why* a tick was late it also records:
+
+* a 1 ms sleeper thread in this process (late = another thread held the GIL) and one in
+  another process (late = the CPU was busy; this machine may be shared);
+* the widget's main-thread handlers (a yielded step, the throttled redraw, the matplotlib
+  draw, writing a preview into its layer) with their durations.
+
+Prints the figures (max / p99 lateness, steps/s, previews) and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_gui_responsiveness import GilProbe, ProcessProbe, _stats, machine  # noqa: E402
+
+
+def run(args: argparse.Namespace) -> int:
+    import napari
+    import numpy as np
+    from qtpy.QtCore import QEventLoop, Qt, QTimer
+
+    viewer = napari.Viewer(show=True)
+    _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _, ft = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    if args.model and not seg.load_model_file(args.model):
+        print(f"cannot load {args.model}")
+        return 2
+    viewer.open_sample("napari-unet", "nuclei_2d")
+    loop = QEventLoop()
+    seg.run_finished.connect(loop.quit)
+    seg.segment_button.click()
+    loop.exec()
+    seg.run_finished.disconnect(loop.quit)
+    labels = viewer.layers["nuclei_2d labels"]
+    labels.brush_size = 20
+    labels.paint((100, 100), int(np.asarray(labels.data).max()) + 1)  # one correction, as the brush does
+    model = ft.model_state.load()
+    print(f"model {model.name}: base {model.config.base}, depth {model.config.depth}; device {ft.device}")
+
+    spans: list[tuple[str, float, float]] = []
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spans.append((name, t0, time.perf_counter()))
+
+        return wrapper
+
+    ft._on_yielded = timed("step handler", ft._on_yielded)
+    ft._redraw = timed("throttled redraw (status, bar, plot data)", ft._redraw)
+    ft._tick.timeout.disconnect()
+    ft._tick.timeout.connect(lambda: ft._redraw())
+    ft._show_preview = timed("write preview into its layer", ft._show_preview)
+    ft.loss_plot.paintEvent = timed("loss plot paint", ft.loss_plot.paintEvent)
+    ft._on_returned = timed("result handler (select model, status)", ft._on_returned)
+    ft.start = timed("start (copy layers, start worker)", ft.start)
+    ft.finetune_button.clicked.disconnect()
+    ft.finetune_button.clicked.connect(lambda: ft.start())
+    ft.budget_spin.setValue(args.budget)
+    ft.steps_spin.setValue(0)
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setTimerType(Qt.TimerType.PreciseTimer)
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    probe, cpu_probe = GilProbe(), ProcessProbe()
+    marks: dict[str, float] = {}
+
+    def click() -> None:
+        marks["click"] = time.perf_counter()
+        ft.finetune_button.click()
+        marks["started"] = time.perf_counter()
+
+    def finished() -> None:
+        marks["finished"] = time.perf_counter()
+        QTimer.singleShot(300, loop.quit)
+
+    ft.run_finished.connect(finished)
+    probe.start()
+    timer.start()
+    t_start = time.perf_counter()
+    QTimer.singleShot(1000, click)
+    QTimer.singleShot(int((args.budget + 120) * 1000), loop.quit)
+    loop.exec()
+    timer.stop()
+    probe.stop()
+    cpu_probe.stop()
+    if "finished" not in marks:
+        print("the run did not finish in time")
+        viewer.close()
+        return 1
+
+    def delays(start: float, end: float) -> list[tuple[float, float]]:
+        inside = [t for t in ticks if start <= t <= end]
+        return [(b, (b - a) * 1000 - 10.0) for a, b in zip(inside, inside[1:], strict=False)]
+
+    click_t, fin_t = marks["click"], marks["finished"]
+    idle = delays(t_start + 0.2, click_t)
+    # the click itself (copying the layers, adding the preview layer) is the button's response
+    # time; "while training" starts when the click handler has returned
+    response = delays(click_t, marks["started"] + 0.05)
+    busy = delays(marks["started"], fin_t + 0.25)
+    card = ft._result.card if ft._result is not None else {}
+    info = card.get("finetune") or {}
+    steps = int(info.get("steps", 0))
+    print(f"machine: {machine()}")
+    print(f"idle: 10 ms timer lateness {_stats([d for _, d in idle])}")
+    print(
+        f"fine-tune: {fin_t - click_t:.1f} s wall, {steps} steps in {info.get('seconds', 0)} s "
+        f"({steps / max(float(info.get('seconds', 1)), 1e-9):.2f} steps/s incl. scoring, previews), "
+        f"{ft.previews_shown} previews, {ft.loss_plot.draws} plot redraws"
+    )
+    print(f"status: {ft.status_label.text()}")
+    print(
+        f"click response (start handler {1000 * (marks['started'] - click_t):.0f} ms): "
+        f"10 ms timer lateness {_stats([d for _, d in response])}"
+    )
+    print(f"while training: 10 ms timer lateness {_stats([d for _, d in busy])}")
+    gil_t, gil_d = probe.worst(click_t, fin_t)
+    print(
+        f"longest wait of a 1 ms sleeper thread: {gil_d * 1000:.1f} ms (another process's: "
+        f"{cpu_probe.worst(gil_t - gil_d - 0.001, gil_t) * 1000:.1f} ms at that moment)"
+    )
+    print("the five latest ticks, and what ran then on the GUI thread:")
+    for t_end, d in sorted(busy, key=lambda x: -x[1])[:5]:
+        t0 = t_end - (d + 10) / 1000
+        what = [f"{n} {1000 * (b - a):.0f} ms" for n, a, b in spans if a < t_end and b > t0]
+        _, g = probe.worst(t0, t_end + 0.002)
+        c = cpu_probe.worst(t0, t_end)
+        print(
+            f"  {d:7.1f} ms late at +{t_end - click_t:.2f} s | sleepers: thread {g * 1000:.0f} ms, "
+            f"process {c * 1000:.0f} ms | ours: {', '.join(what) or 'nothing'}"
+        )
+    per: dict[str, list[float]] = {}
+    for n, a, b in spans:
+        if click_t <= a <= fin_t + 0.25:
+            per.setdefault(n, []).append(1000 * (b - a))
+    for n, v in per.items():
+        print(f"  '{n}': {len(v)} calls, longest {max(v):.1f} ms, mean {statistics.fmean(v):.1f} ms")
+    d = sorted(x for _, x in busy)
+    p99 = d[min(len(d) - 1, int(0.99 * len(d)))] if d else 0.0
+    print(
+        f"RESULT max delay {d[-1] if d else 0:.1f} ms, p99 {p99:.1f} ms, "
+        f"{steps / max(float(info.get('seconds', 1)), 1e-9):.2f} steps/s, {ft.previews_shown} previews "
+        f"({'meets' if d and d[-1] < 50 else 'misses'} the 50 ms target)"
+    )
+    viewer.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=float, default=30.0, help="seconds of training")
+    ap.add_argument("--model", default=None, help="model file (default: the bundled model)")
+    return run(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
