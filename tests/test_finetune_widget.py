@@ -466,3 +466,20 @@ def test_removing_the_dock_during_training_stops_it(docked, qtbot) -> None:
     with qtbot.waitSignal(ft.run_finished, timeout=WAIT_MS):
         viewer.window.remove_dock_widget(ft)
     assert ft.done.is_set() and ft._result is not None
+
+
+def test_full_collections_are_deferred_while_runs_overlap() -> None:
+    """The heap is frozen from the first run's start to the last run's end (see _widgets/_gc)."""
+    import gc
+
+    from napari_unet._widgets._gc import defer_full_collections
+
+    assert gc.get_freeze_count() == 0
+    first = defer_full_collections()
+    assert gc.get_freeze_count() > 0
+    second = defer_full_collections()
+    first()
+    first()  # a second call (finished emitted twice) changes nothing
+    assert gc.get_freeze_count() > 0
+    second()
+    assert gc.get_freeze_count() == 0

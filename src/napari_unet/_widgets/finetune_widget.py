@@ -38,7 +38,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import _finetune_plan as fp
-from . import _plan
+from . import _gc, _plan
 from ._model_state import model_state
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ REDRAW_MS = 250  # status, progress bar and loss plot: at most 4 redraws a secon
 
 
 _WARMED = threading.Event()
+WARM_DONE = threading.Event()  #: set when the warm-up imports are finished
 
 
 def _warm_up_torch_training() -> None:
@@ -70,7 +71,10 @@ def _warm_up_torch_training() -> None:
     def work() -> None:
         import torch
 
-        torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+        try:
+            torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+        finally:
+            WARM_DONE.set()
 
     threading.Thread(target=work, name="napari-unet warm-up", daemon=True).start()
 
@@ -738,6 +742,8 @@ class FinetuneWidget(QWidget):
         }
         self._gen = fp.finetune_job(base, request, self._stop, preview, self.done)
         worker = create_worker(fp.drive, self._gen, _start_thread=False, _ignore_errors=True)
+        # no full garbage collection (a 250+ ms GIL hold in napari's heap) while training
+        worker.finished.connect(_gc.defer_full_collections())
         worker.yielded.connect(self._on_yielded)
         worker.aborted.connect(self._on_aborted)
         # not through the widget: it may be gone when a closing window cancels the worker

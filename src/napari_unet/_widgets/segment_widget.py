@@ -37,7 +37,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import _lazy, _plan
+from . import _gc, _lazy, _plan
 from ._model_state import model_state
 
 if TYPE_CHECKING:
@@ -571,6 +571,7 @@ class SegmentWidget(QWidget):
             _start_thread=False,
             _ignore_errors=True,
         )
+        worker.finished.connect(_gc.defer_full_collections())  # see _gc: no 250 ms full GC mid-run
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
