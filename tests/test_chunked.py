@@ -191,12 +191,14 @@ def test_zarr_in_and_out(tmp_path: Path, blob_model) -> None:
     assert same_up_to_relabelling(mem, dst[:])
 
 
-def test_segment_to_zarr_and_stop_leaves_nothing_complete(tmp_path: Path, blob_model) -> None:
+def test_segment_to_zarr_and_stop_leaves_nothing_complete(tmp_path: Path, blob_model, monkeypatch) -> None:
+    monkeypatch.setattr(chunked, "PROBS_IN_MEMORY", 0)  # probabilities in a temp store beside the output
     image = np.stack([shapes_image()] * 2)
     target = tmp_path / "labels.zarr"
     gen = iter_segment_to_zarr(image, target, blob_model, axes="TYX", config=FP32, block=(1, 32, 32))
     next(gen)
     next(gen)
+    assert any(p.name.startswith(".napari-unet-probs") for p in tmp_path.iterdir())
     gen.close()  # Stop
     assert not target.exists()
     assert not any(p.name.startswith("labels") for p in tmp_path.iterdir())
