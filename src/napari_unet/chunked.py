@@ -500,7 +500,8 @@ def iter_segment_chunked(
     blocks = plan_blocks((n_z, h, w), block3, halo3)
     grid_starts = tuple(sorted({b.core[d].start for b in blocks}) for d in range(3))
     # prediction: one plane at a time, in large Y/X blocks with the net's context around them
-    net_halo = int(math.ceil(config.overlap / (zoom or 1.0)))
+    margin = _grid(model, (min(h, 64), min(w, 64)), config).margin[0]  # 'valid' nets: their border
+    net_halo = int(math.ceil(max(config.overlap, margin) / (zoom or 1.0)))
     # (cores of exactly PREDICT_BLOCK: with the defaults, core + context is 4 tiles of 576 px)
     pblocks = plan_blocks((1, h, w), (1, PREDICT_BLOCK, PREDICT_BLOCK), (0, net_halo, net_halo), even=False)
 
