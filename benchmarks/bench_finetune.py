@@ -101,6 +101,14 @@ def curve_text(curve: list[tuple[float, float]], budget: float) -> str:
     return " ".join(f"{np.mean(b):.3f}" if b else "-" for b in bins)
 
 
+def seconds_to(curve: list[tuple[float, float]], target: float, window: int = 10) -> str:
+    """When the mean loss over ``window`` steps first fell to ``target`` (the curve is noisy)."""
+    for i in range(window, len(curve) + 1):
+        if np.mean([loss for _, loss in curve[i - window : i]]) <= target:
+            return f"{curve[i - 1][0]:.0f} s"
+    return "not reached"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=float, default=120.0)
@@ -114,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "--invert", action="store_true", help="bright membranes on dark cells (membrane-stain look)"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--target-loss", type=float, default=0.3, help="report seconds to this mean loss")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(
@@ -179,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print(f"{'':28s} loss by tenth of the budget: {curve_text(curve, args.budget)}", flush=True)
+        reached = seconds_to(curve, args.target_loss)
+        print(f"{'':28s} seconds to a mean loss of {args.target_loss:g}: {reached}")
     return 0
 
 
