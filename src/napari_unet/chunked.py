@@ -602,8 +602,7 @@ def _stitch(
     """Write the core of block ``b`` with ids that continue the objects already written."""
     core = lab[b.inner]
     n_l = int(lab.max(initial=0)) + 1
-    in_core = np.zeros(n_l, bool)
-    in_core[np.unique(core)] = True
+    in_core = np.bincount(core.ravel(), minlength=n_l) > 0  # O(n); np.unique sorts
     in_core[0] = False
     links: dict[int, int] = {}
     seen = _processed_mask(blocks, grid_starts, b, k)
