@@ -478,3 +478,25 @@ def test_big_tiff_to_tiff_is_segmented_block_by_block(
     b = tifffile.imread(lazy / "stack_labels.tif")
     assert a.shape == b.shape == stack.shape
     assert np.array_equal(a > 0, b > 0)
+
+
+def test_z_step_from_the_file_reaches_the_3d_postprocessing(
+    tiny_model_path: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """An ImageJ z-stack with a 1.5 um z step and 0.5 um pixels is segmented with anisotropy 3."""
+    import napari_unet.predict as predict
+
+    seen = []
+    real = predict.iter_segment
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["config"].anisotropy)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "iter_segment", spy)
+    src = tmp_path / "stack.tif"
+    stack = np.stack([_blobs(seed=s) for s in range(3)])
+    meta = {"axes": "ZYX", "spacing": 1.5, "unit": "um"}
+    tifffile.imwrite(src, stack, imagej=True, resolution=(2.0, 2.0), metadata=meta)
+    assert _segment(tiny_model_path, tmp_path / "out", str(src)) == 0
+    assert seen == [pytest.approx(3.0)]

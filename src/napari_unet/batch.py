@@ -511,7 +511,7 @@ def _segment_and_write(
     from .io import ImageReadError
     from .model import ModelFileError
     from .normalize import BadImageError
-    from .predict import PredictConfig, iter_segment
+    from .predict import PredictConfig, anisotropy_from_pixel_size, iter_segment
 
     fmt = output_format(input_path, options.format)
     user_channel_axis = options.axes is not None and bool(set(options.axes) & {"C", "S"})
@@ -522,7 +522,11 @@ def _segment_and_write(
         data, file_axes, meta = _read_input(input_path, wants_channels)
         axes = decide_axes(data, file_axes, options.axes)
         _check_channels(axes, tuple(data.shape), options.channel, model)
-        config = PredictConfig(device=options.device, diameter=options.diameter)
+        config = PredictConfig(
+            device=options.device,
+            diameter=options.diameter,
+            anisotropy=anisotropy_from_pixel_size(meta.get("pixel_size")),
+        )
         params = _postprocess_params(model, options.threshold, options.min_size)
         kwargs = {"axes": axes, "channel": options.channel, "params": params, "config": config}
         to_zarr = _chunked_writer() if meta.get("lazy") else None
