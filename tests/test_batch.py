@@ -500,3 +500,24 @@ def test_z_step_from_the_file_reaches_the_3d_postprocessing(
     tifffile.imwrite(src, stack, imagej=True, resolution=(2.0, 2.0), metadata=meta)
     assert _segment(tiny_model_path, tmp_path / "out", str(src)) == 0
     assert seen == [pytest.approx(3.0)]
+
+
+def test_tyx_hyperstack_axes_from_metadata_each_frame_as_if_alone(tmp_path: Path) -> None:
+    """A (3, 128, 128) stack whose shape says ZYX but whose ImageJ metadata says TYX: the CLI
+    segments it per frame, and every frame gives the objects that frame gives on its own."""
+    from napari_unet import load_model, segment
+    from napari_unet.metrics import match
+    from napari_unet.synthetic import nuclei_timelapse
+
+    movie = nuclei_timelapse(n_frames=3, shape=(128, 128), n_nuclei=6, seed=3).image
+    src = tmp_path / "movie.tif"
+    tifffile.imwrite(src, movie, imagej=True, metadata={"axes": "TYX"})
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(src), "-o", str(out), "--device", "cpu"]) == 0
+    labels = tifffile.imread(out / "movie_labels.tif")
+    assert labels.shape == movie.shape
+    model = load_model()
+    for t in range(3):
+        alone = segment(movie[t], model=model, axes="YX", device="cpu")
+        assert alone.max() > 0
+        assert match(alone, labels[t], 0.5).f1 == 1.0
