@@ -521,3 +521,29 @@ def test_tyx_hyperstack_axes_from_metadata_each_frame_as_if_alone(tmp_path: Path
         alone = segment(movie[t], model=model, axes="YX", device="cpu")
         assert alone.max() > 0
         assert match(alone, labels[t], 0.5).f1 == 1.0
+
+
+def test_track_keeps_each_nucleus_id_through_a_time_lapse(tmp_path: Path) -> None:
+    """--track: the synthetic movie's truth keeps a nucleus' id in every frame; so must we."""
+    from napari_unet.synthetic import nuclei_timelapse
+
+    movie = nuclei_timelapse(n_frames=3, shape=(128, 128), n_nuclei=6, seed=3)
+    # a nucleus appears top left in frame 1: numbering each frame in raster order would shift
+    # every other id, so only real linking passes
+    image = movie.image.copy()
+    yy, xx = np.mgrid[:128, :128]
+    newcomer = (yy - 10) ** 2 + (xx - 10) ** 2 < 49
+    image[1:, newcomer] = np.percentile(movie.image[movie.labels > 0], 75)
+    src = tmp_path / "movie.tif"
+    tifffile.imwrite(src, image, imagej=True, metadata={"axes": "TYX"})
+    assert cli.main(["segment", str(src), "-o", str(tmp_path / "out"), "--device", "cpu", "--track"]) == 0
+    labels = tifffile.imread(tmp_path / "out" / "movie_labels.tif")
+
+    def ours_for(truth_id: int, t: int) -> int:
+        values, counts = np.unique(labels[t][movie.labels[t] == truth_id], return_counts=True)
+        return int(values[np.argmax(counts)])
+
+    ids = np.unique(movie.labels[0])[1:]
+    linked = [all(ours_for(i, t) == ours_for(i, 0) != 0 for t in (1, 2)) for i in ids]
+    assert sum(linked) >= len(ids) - 1  # at most one nucleus lost (a merge or a miss)
+    assert labels[1][10, 10] not in (0, *np.unique(labels[0]))  # the newcomer has a new id

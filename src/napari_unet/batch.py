@@ -104,6 +104,7 @@ class BatchOptions:
     format: str = "auto"
     overwrite: bool = False
     torch_threads: int | None = None
+    track: bool = False  # time-lapses: an object keeps its id from frame to frame
 
     def __post_init__(self) -> None:
         if self.format not in ("auto", "tif", "zarr"):
@@ -507,6 +508,8 @@ def _segment_and_write(
     or, for a TIFF output, into a hidden store beside it that is then copied plane by plane
     into the TIFF and removed. Everything else is segmented in memory and then written.
     """
+    import numpy as np
+
     from .axes import AxesError, output_axes
     from .io import ImageReadError
     from .model import ModelFileError
@@ -541,6 +544,7 @@ def _segment_and_write(
                     pixel_size=sizes or None,
                     unit=meta.get("unit"),
                     overwrite=options.overwrite or store != output,
+                    track=options.track,
                     **kwargs,
                 )
                 _drain(gen, progress)
@@ -549,6 +553,11 @@ def _segment_and_write(
             finally:
                 if store != output:
                     shutil.rmtree(store, ignore_errors=True)
+        elif options.track and "T" in axes:  # the chunked engine links frames; in memory here
+            from .chunked import iter_segment_chunked
+
+            out = np.zeros([n for n, a in zip(data.shape, axes, strict=True) if a != "C"], np.uint32)
+            labels = _drain(iter_segment_chunked(data, out, model, track=True, **kwargs), progress)
         else:
             labels = _drain(iter_segment(data, model=model, **kwargs), progress)
     except OSError as exc:  # the chunked path writes while it segments

@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--overwrite", action="store_true", help="segment again and replace existing label files"
     )
+    seg.add_argument(
+        "--track",
+        action="store_true",
+        help="time-lapses: an object keeps its id from frame to frame (overlap IoU > 0.5), "
+        "new objects get new ids",
+    )
     seg.add_argument("--recursive", action="store_true", help="look for images in subfolders of folders")
     seg.add_argument(
         "--format",
@@ -517,6 +523,7 @@ def _segment(args: argparse.Namespace) -> int:
         device=args.device,
         format=args.format,
         overwrite=args.overwrite,
+        track=args.track,
     )
     extra = {
         "model": str(args.model or "nuclei"),
