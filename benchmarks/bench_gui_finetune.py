@@ -9,7 +9,7 @@ lateness (target: max under 50 ms). To say *why* a tick was late it also records
 
 * a 1 ms sleeper thread in this process (late = another thread held the GIL) and one in
   another process (late = the CPU was busy; this machine may be shared);
-* the widget's main-thread handlers (a yielded step, the throttled redraw, the matplotlib
+* the widget's main-thread handlers (a yielded step, the throttled redraw, the loss plot
   draw, writing a preview into its layer) with their durations.
 
 Prints the figures (max / p99 lateness, steps/s, previews) and the machine.
