@@ -103,7 +103,8 @@ def test_preview_window_and_progress() -> None:
     assert fp.progress_fraction(0, 0.0, None, None) == 0.0
     assert fp.gui_threads(2) == 1 and fp.gui_threads(1) == 1 and fp.gui_threads(8) == 7
     card = {"metrics": {"heldout_f1_before": 0.5, "heldout_f1_after": 0.75, "heldout_objects": 9}}
-    assert fp.result_summary(card) == "held-out F1 0.50 \u2192 0.75 (9 objects)"
+    summary = fp.result_summary(card)
+    assert summary == "held-out F1 (a held-back part of your labels) 0.50 \u2192 0.75 (9 objects)"
     assert "too little" in fp.result_summary({"finetune": {"holdout": "too little annotation"}})
 
 

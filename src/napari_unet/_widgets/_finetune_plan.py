@@ -423,12 +423,17 @@ def progress_fraction(step: int, elapsed: float, steps: int | None, budget: floa
 
 
 def result_summary(card: dict[str, Any]) -> str:
-    """'held-out F1 0.62 -> 0.81 (14 objects)' or why there is no score."""
+    """'held-out F1 (...) 0.62 -> 0.81 (14 objects)' or why there is no score.
+
+    The part is scored against the user's labels as they are: on an image where only a few
+    objects were corrected, it is mostly the parent model's own accepted output, so the
+    "before" is near 1 and the score says whether the model still agrees with it."""
     m = card.get("metrics") or {}
     ft = card.get("finetune") or {}
     if "heldout_f1_before" in m:
         return (
-            f"held-out F1 {m['heldout_f1_before']:.2f} \u2192 {m['heldout_f1_after']:.2f} "
+            f"held-out F1 (a held-back part of your labels) {m['heldout_f1_before']:.2f} \u2192 "
+            f"{m['heldout_f1_after']:.2f} "
             f"({m.get('heldout_objects', 0)} objects)"
         )
     return str(ft.get("holdout") or "no held-out score")
