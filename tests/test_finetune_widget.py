@@ -484,3 +484,46 @@ def test_full_collections_are_deferred_while_runs_overlap() -> None:
     assert gc.get_freeze_count() > 0
     second()
     assert gc.get_freeze_count() == 0
+
+
+def test_a_lazy_time_lapse_is_copied_only_at_its_edited_frames(docked, qtbot, notes, monkeypatch) -> None:
+    """A dask movie: only the edited frame is read for training; the card names it by its
+    frame in the layer, and the preview still reads the frame on screen."""
+    import dask.array as da
+
+    from napari_unet._widgets import _finetune_plan as fp
+
+    viewer, _, ft = docked
+    movie, truth = _blobs((6, 96, 96))
+    viewer.add_image(da.from_array(movie, chunks=(1, 96, 96)), name="movie", metadata={"axes": "TYX"})
+    viewer.add_labels(np.zeros(movie.shape, np.int32), name="movie labels")
+    ft.labels_combo.setCurrentText("movie labels")
+    ft.axes_edit.setText("TYX")
+    labels = viewer.layers["movie labels"]
+    labels.paint((3, 30, 30), 9)
+    labels.data[3] = truth[3]
+    viewer.dims.set_current_step(0, 5)  # the preview follows frame 5, never copied for training
+    seen = []
+    real = fp.finetune_job
+    def spy(base, req, *a, **k):
+        seen.append(req)
+        return real(base, req, *a, **k)
+
+    monkeypatch.setattr(fp, "finetune_job", spy)
+    _finetune(qtbot, ft)
+    assert notes["error"] == [], notes
+    (request,) = seen
+    assert request.image.shape == (1, 96, 96) and request.frames == [3] and request.slices == [0]
+    assert ft._result.card["finetune"]["planes_used"] == ["movie t=3"]
+
+
+def test_used_frames_keeps_everything_without_a_time_axis() -> None:
+    from napari_unet._widgets._finetune_plan import used_frames
+
+    stack = np.arange(4 * 8 * 8).reshape(4, 8, 8)
+    image, labels, slices, reviewed, frames = used_frames(stack, stack, "ZYX", [1, 2], None)
+    assert image.shape == (4, 8, 8) and slices == [1, 2] and frames is None
+    tz = np.zeros((3, 2, 8, 8))
+    image, labels, slices, reviewed, frames = used_frames(tz, tz, "TZYX", [(2, 1), (0, 0)], tz > 0)
+    assert image.shape == (2, 2, 8, 8) and frames == [0, 2] and slices == [(1, 1), (0, 0)]
+    assert reviewed.shape == (2, 2, 8, 8)

@@ -13,6 +13,7 @@ Everything here is plain numpy / torch so the rules are tested without a display
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
@@ -305,6 +306,38 @@ class PlanePreview:
 # --------------------------------------------------------------------------- the job
 
 
+def used_frames(
+    image: Any, labels: Any, axes: str, slices: list[Any] | None, reviewed: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, list[Any] | None, np.ndarray | None, list[int] | None]:
+    """Copies of only the T frames that hold used planes (slices renumbered to match), and the
+    frames' numbers in the full stack (None when nothing was cut).
+
+    Training needs the used planes and, for normalisation, the whole z-stack of their time
+    point (prediction scales each time point by its own stack): so a time-lapse is cut to its
+    used frames, which keeps a lazy (dask/zarr) movie from being read whole on the GUI thread.
+    Without a T axis (or without slices) everything is copied.
+    """
+    if "T" not in axes or not slices:
+        return np.array(image), np.array(labels), slices, reviewed, None
+    lab_axes = axes.replace("C", "")
+    frames = sorted({int(s[0]) if isinstance(s, (tuple, list)) else int(s) for s in slices})
+    new_t = {t: i for i, t in enumerate(frames)}
+
+    def take(arr: Any, t_axis: int) -> np.ndarray:
+        index: list[Any] = [slice(None)] * len(np.shape(arr))
+        index[t_axis] = frames
+        return np.asarray(arr[tuple(index)])
+
+    sub_image = take(image, axes.index("T"))
+    sub_labels = take(labels, lab_axes.index("T"))
+    renumbered = [
+        (new_t[int(s[0])], int(s[1])) if isinstance(s, (tuple, list)) else new_t[int(s)] for s in slices
+    ]
+    if reviewed is not None and reviewed.shape == np.shape(labels):
+        reviewed = take(reviewed, lab_axes.index("T"))
+    return sub_image, sub_labels, renumbered, reviewed, frames
+
+
 @dataclass(frozen=True)
 class FinetuneRequest:
     """Everything a run needs, copied out of the layers on the GUI thread."""
@@ -320,6 +353,7 @@ class FinetuneRequest:
     steps: int | None
     lr: float
     source: str
+    frames: list[int] | None = None  # the copied T frames' numbers in the layer (None: all)
 
 
 @dataclass(frozen=True)
@@ -382,6 +416,8 @@ def finetune_job(
             slices=request.slices,
             source=request.source,
         )
+        if request.frames is not None:  # name planes by their frame in the layer, not in the copy
+            samples = [replace(x, plane=_real_frame(x.plane, request.frames)) for x in samples]
         info = annotation_summary(samples)
         yield Prepared(info["planes"], info["annotated_pixels"], info["annotated_objects"])
         cfg = replace(FINETUNE_DEFAULTS, time_budget=request.time_budget, steps=request.steps, lr=request.lr)
@@ -401,6 +437,11 @@ def finetune_job(
         torch.set_num_threads(old)
         if done is not None:
             done.set()
+
+
+def _real_frame(plane: str, frames: list[int]) -> str:
+    """'t=1, z=3' in the copied frames -> 't=<frames[1]>, z=3'."""
+    return re.sub(r"\bt=(\d+)", lambda m: f"t={frames[int(m.group(1))]}", plane)
 
 
 def drive(gen: Generator[Any, None, Any]) -> Generator[Any, None, Any]:

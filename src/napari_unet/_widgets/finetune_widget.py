@@ -548,18 +548,23 @@ class FinetuneWidget(QWidget):
             return None
         one = self.model_state.load().config.in_channels == 1
         steps = int(self.steps_spin.value())
+        reviewed = None if regions is None else regions.mask
+        image_copy, labels_copy, slices, reviewed, frames = fp.used_frames(
+            data, lab_data, axes, slices, reviewed
+        )
         return fp.FinetuneRequest(
-            image=np.array(data),
-            labels=np.array(lab_data),
+            image=image_copy,
+            labels=labels_copy,
             axes=axes,
             channel=int(self.channel_spin.value()) if "C" in axes and one else None,
             ignore_label=int(self.ignore_spin.value()) if self.ignore_check.isChecked() else None,
-            reviewed=None if regions is None else regions.mask,
+            reviewed=reviewed,
             slices=slices,
             time_budget=float(self.budget_spin.value()),
             steps=steps or None,
             lr=float(self.lr_spin.value()),
             source=image.name,
+            frames=frames,
         )
 
     def _preview_target(self, labels: Labels) -> tuple[fp.Plane, tuple[int, int, int, int]]:
@@ -603,7 +608,11 @@ class FinetuneWidget(QWidget):
         labels = self.selected_labels()
         image = self.selected_image()
         target = fp.PreviewTarget(*self._preview_target(labels))
-        preview = fp.PlanePreview(request.image, request.axes, request.channel, target)
+        # the preview follows the plane on screen, which may lie outside the frames copied for
+        # training: it then reads that plane from the layer itself, in the worker (lazily for dask)
+        full = image.data[0] if image.multiscale else image.data
+        source = request.image if request.image.shape == tuple(np.shape(full)) else full
+        preview = fp.PlanePreview(source, request.axes, request.channel, target)
         self._stop = threading.Event()
         self.done = threading.Event()
         self.destroyed.connect(self._stop.set)  # the viewer closed under us: end the run
