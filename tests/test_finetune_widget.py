@@ -104,7 +104,7 @@ def test_preview_window_and_progress() -> None:
     assert fp.gui_threads(2) == 1 and fp.gui_threads(1) == 1 and fp.gui_threads(8) == 7
     card = {"metrics": {"heldout_f1_before": 0.5, "heldout_f1_after": 0.75, "heldout_objects": 9}}
     summary = fp.result_summary(card)
-    assert summary == "held-out F1 (a held-back part of your labels) 0.50 \u2192 0.75 (9 objects)"
+    assert summary == "held-out F1 0.50 \u2192 0.75 (9 objects)"
     assert "too little" in fp.result_summary({"finetune": {"holdout": "too little annotation"}})
 
 

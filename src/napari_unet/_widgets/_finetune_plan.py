@@ -463,18 +463,26 @@ def progress_fraction(step: int, elapsed: float, steps: int | None, budget: floa
     return float(min(1.0, max(fracs, default=0.0)))
 
 
+HELDOUT_HELP = (
+    "Held-out F1: a part of your labels is held back from training and scored (objects matched "
+    "at IoU 0.5) before and after. Where you corrected only a few objects of a segmented image, "
+    "that part is mostly the model's own output you accepted: 'before' is then near 1, and the "
+    "score tells whether the model still agrees with it."
+)
+
+
 def result_summary(card: dict[str, Any]) -> str:
-    """'held-out F1 (...) 0.62 -> 0.81 (14 objects)' or why there is no score.
+    """'held-out F1 0.62 -> 0.81 (14 objects)' or why there is no score (short: a status line).
 
     The part is scored against the user's labels as they are: on an image where only a few
     objects were corrected, it is mostly the parent model's own accepted output, so the
-    "before" is near 1 and the score says whether the model still agrees with it."""
+    "before" is near 1 and the score says whether the model still agrees with it (the status
+    line's tooltip, :data:`HELDOUT_HELP`, says so)."""
     m = card.get("metrics") or {}
     ft = card.get("finetune") or {}
     if "heldout_f1_before" in m:
         return (
-            f"held-out F1 (a held-back part of your labels) {m['heldout_f1_before']:.2f} \u2192 "
-            f"{m['heldout_f1_after']:.2f} "
+            f"held-out F1 {m['heldout_f1_before']:.2f} \u2192 {m['heldout_f1_after']:.2f} "
             f"({m.get('heldout_objects', 0)} objects)"
         )
     return str(ft.get("holdout") or "no held-out score")

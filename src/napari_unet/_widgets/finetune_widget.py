@@ -164,6 +164,9 @@ class FinetuneWidget(QWidget):
         self.progress_bar.setTextVisible(False)
         self.loss_plot = LossPlot()
         self.status_label = QLabel("")
+        self.status_label.setToolTip(fp.HELDOUT_HELP)
+        # room for three wrapped lines: a word-wrapped label in a dock is not given more
+        self.status_label.setMinimumHeight(3 * self.status_label.fontMetrics().lineSpacing() + 4)
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.segment_again_button = QPushButton("Segment again")
@@ -783,7 +786,7 @@ class FinetuneWidget(QWidget):
         self.model_state.select(str(info.path))
         self.segment_again_button.setEnabled(True)
         self.save_again_button.setVisible(False)
-        self.status_label.setText(f"{summary}. Saved as '{info.name}', now selected in Segment.")
+        self.status_label.setText(f"{summary}. Saved and selected in Segment as '{info.name}'.")
         show_info(
             f"napari-unet: fine-tuned model saved as {info.name} ({fp.result_summary(self._result.card)})"
         )
