@@ -178,6 +178,7 @@ class SegmentWidget(QWidget):
         self.models_button.setText("\u22ef")
         self.models_button.setToolTip("Manage models: import, export, delete a saved version, roll back")
         self.models_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.models_button.setStyleSheet("QToolButton::menu-indicator { image: none; }")  # "⋯" says it
         menu = QMenu(self.models_button)
         self.import_action = menu.addAction("Import model file...")
         self.export_action = menu.addAction("Export selected model...")
