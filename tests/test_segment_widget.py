@@ -402,3 +402,14 @@ def test_a_runtime_error_in_the_worker_still_reaches_the_user(
     _run(qtbot, widget)
     assert notes["error"] == ["napari-unet: segmentation failed: out of memory: tried to allocate 9 GiB"]
     assert "cells labels" not in viewer.layers
+
+
+def test_labels_take_the_image_units(viewer_widget, qtbot) -> None:
+    """A calibrated image (e.g. from the reader) gives calibrated labels: napari would otherwise
+    warn that units are inconsistent and drop them from the rendering."""
+    viewer, widget = viewer_widget
+    viewer.add_image(_blobs((64, 64)), name="cal", scale=(0.5, 0.5), units=("um", "um"))
+    _run(qtbot, widget)
+    labels = viewer.layers["cal labels"]
+    assert tuple(str(u) for u in labels.units) == tuple(str(u) for u in viewer.layers["cal"].units)
+    assert tuple(labels.scale) == (0.5, 0.5)

@@ -134,6 +134,16 @@ class _Job:
     translate: tuple[float, ...]
     axis_labels: tuple[str, ...]
     started: float
+    units: tuple[Any, ...] | None = None  # the image's physical units (napari warns on a mix)
+
+
+def _layer_geometry(job: _Job) -> dict[str, Any]:
+    """Where a new labels layer sits: the image's scale, translate, axis labels and units."""
+    geometry: dict[str, Any] = {"scale": job.scale, "translate": job.translate}
+    geometry["axis_labels"] = job.axis_labels
+    if job.units is not None and len(job.units) == len(job.scale):
+        geometry["units"] = job.units
+    return geometry
 
 
 class _ModelCombo(QComboBox):
@@ -554,6 +564,7 @@ class SegmentWidget(QWidget):
             translate=_plan.drop_channel(layer.translate, kept_axes),
             axis_labels=tuple(lbl for lbl, a in zip(layer.axis_labels, kept_axes, strict=True) if a != "C"),
             started=time.perf_counter(),
+            units=tuple(u for u, a in zip(layer.units, kept_axes, strict=True) if a != "C"),
         )
         # a one-channel model sees the chosen channel; a multi-channel model takes them all
         one = model.config.in_channels == 1
@@ -681,9 +692,7 @@ class SegmentWidget(QWidget):
             full = _plan.merge_result(None, labels, plan)
             same_as_result = full is labels
             name = _plan.next_free_name(f"{job.image_name} labels", [lyr.name for lyr in self.viewer.layers])
-            target = self.viewer.add_labels(
-                full, name=name, scale=job.scale, translate=job.translate, axis_labels=job.axis_labels
-            )
+            target = self.viewer.add_labels(full, name=name, **_layer_geometry(job))
             if kept is not None:
                 show_info(
                     f"napari-unet: '{kept}' was edited or not written by napari-unet; "
@@ -715,9 +724,7 @@ class SegmentWidget(QWidget):
         """A new Labels layer backed by the zarr store (never merged into an existing layer:
         comparing it with one would read the whole stack)."""
         name = _plan.next_free_name(f"{job.image_name} labels", [lyr.name for lyr in self.viewer.layers])
-        layer = self.viewer.add_labels(
-            result.labels, name=name, scale=job.scale, translate=job.translate, axis_labels=job.axis_labels
-        )
+        layer = self.viewer.add_labels(result.labels, name=name, **_layer_geometry(job))
         self._target_for[job.image_id] = layer.unique_id
         return layer.name
 
