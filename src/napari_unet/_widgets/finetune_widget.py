@@ -627,6 +627,8 @@ class FinetuneWidget(QWidget):
             "image_name": image.name,
             "scale": tuple(labels.scale),
             "translate": tuple(labels.translate),
+            "units": tuple(labels.units),
+            "axis_labels": tuple(labels.axis_labels),
             "shape": tuple(np.shape(labels.data)),
             # the labels layer's dtype: napari reuses its texture format and shader for the preview
             "dtype": fp.preview_dtype(np.asarray(labels.data[(0,) * labels.ndim]).dtype),
@@ -726,6 +728,8 @@ class FinetuneWidget(QWidget):
                     name=_plan.next_free_name(name, [lyr.name for lyr in self.viewer.layers]),
                     scale=job["scale"],
                     translate=job["translate"],
+                    units=job["units"],
+                    axis_labels=job["axis_labels"],
                     opacity=0.6,
                 )
                 self._preview_ids.add(layer.unique_id)
