@@ -60,6 +60,7 @@ def test_the_bundled_model_cannot_be_deleted(widget, notes) -> None:
     assert not widget.delete_action.isEnabled()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch, about our hand-made pickle
 def test_importing_a_malicious_file_is_refused(widget, tmp_path: Path, notes) -> None:
     import pickle
 
