@@ -23,9 +23,11 @@ def _torch_one_thread() -> None:
 
 @pytest.fixture(autouse=True)
 def model_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Saved models go to a per-test folder (created on first save), never to the user's."""
+    """Saved models go to a per-test folder (created on first save), never to the user's; so do
+    the label stores of lazily segmented stacks (the user cache otherwise)."""
     folder = tmp_path / "user-models"
     monkeypatch.setenv("NAPARI_UNET_MODEL_DIR", str(folder))
+    monkeypatch.setenv("NAPARI_UNET_CACHE_DIR", str(tmp_path / "user-cache"))
     return folder
 
 

@@ -97,3 +97,36 @@ def test_segment_the_whole_timelapse(make_napari_viewer, qtbot) -> None:
     print(f"nuclei_timelapse: {total} F1@0.5 {total.f1:.3f}")
     # 18 nuclei per frame, several cut by the border: a noisier score than the 2D sample's
     assert total.f1 >= 0.8, f"F1@0.5 {total.f1:.3f} over 8 frames ({total})"
+
+
+def test_open_a_calibrated_ome_zarr_segment_lazily_and_save(make_napari_viewer, qtbot, tmp_path) -> None:
+    """Issue 4 as a user: open an OME-Zarr z-stack (z step 1 um, pixels 0.5 um) with the plugin's
+    reader, segment the whole stack (lazy: the chunked engine into a zarr-backed Labels layer),
+    check one id per nucleus through z against the truth, save as OME-Zarr and reopen it."""
+    from napari_unet.omezarr import read_ome_zarr, write_ome_zarr
+    from napari_unet.synthetic import nuclei_3d
+
+    s = nuclei_3d(shape=(32, 192, 192), n_nuclei=20, z_spacing=2.0, seed=11)
+    src = tmp_path / "stack.ome.zarr"
+    write_ome_zarr(src, s.image, "ZYX", pixel_size={"Z": 1.0, "Y": 0.5, "X": 0.5}, unit="µm")
+    viewer = make_napari_viewer()
+    widget = _dock_segment(viewer)
+    [image] = viewer.open(str(src), plugin="napari-unet")
+    assert not isinstance(image.data, np.ndarray), "OME-Zarr opens lazily"
+    assert tuple(image.scale) == pytest.approx((1.0, 0.5, 0.5))
+    widget.scope_combo.setCurrentText("whole stack")
+    widget.segment_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+
+    labels = viewer.layers["stack labels"]
+    assert not isinstance(labels.data, np.ndarray), "the labels are backed by a store on disk"
+    assert tuple(labels.scale) == pytest.approx((1.0, 0.5, 0.5))
+    m = match(s.labels, np.asarray(labels.data), 0.5)
+    print(f"lazy 3D: {m} F1@0.5 {m.f1:.3f}")
+    assert m.f1 >= 0.8, f"3D F1@0.5 {m.f1:.3f} < 0.8 ({m})"
+
+    out = tmp_path / "stack_labels.zarr"
+    labels.save(str(out), plugin="napari-unet")
+    back, axes, meta = read_ome_zarr(out)
+    assert axes == "ZYX" and meta["pixel_size"]["Z"] == pytest.approx(1.0)
+    np.testing.assert_array_equal(np.asarray(back), np.asarray(labels.data))
