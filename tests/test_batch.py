@@ -547,3 +547,13 @@ def test_track_keeps_each_nucleus_id_through_a_time_lapse(tmp_path: Path) -> Non
     linked = [all(ours_for(i, t) == ours_for(i, 0) != 0 for t in (1, 2)) for i in ids]
     assert sum(linked) >= len(ids) - 1  # at most one nucleus lost (a merge or a miss)
     assert labels[1][10, 10] not in (0, *np.unique(labels[0]))  # the newcomer has a new id
+
+
+def test_inputs_may_come_after_options(tiny_model_path: Path, tmp_path: Path) -> None:
+    """`segment a.tif -o out 'b*.tif'`: inputs before and after the options are all taken."""
+    a, b = _images(tmp_path / "in", ["a.tif", "b.tif"])
+    out = tmp_path / "out"
+    pattern = str(tmp_path / "in" / "b*.tif")
+    args = ["segment", str(a), "-o", str(out), "--model", str(tiny_model_path), pattern, "--device", "cpu"]
+    assert cli.main(args) == 0
+    assert _listing(out) == ["a_labels.tif", "b_labels.tif"]

@@ -249,14 +249,28 @@ def build_parser() -> argparse.ArgumentParser:
     im = msub.add_parser("import", help="add a model file to the saved models (checked first)")
     im.add_argument("path", type=Path, metavar="FILE", help="a napari-unet .pt model file")
     im.add_argument("--name", default=None, help="name to save it under (default: the file's stem)")
+    parser.set_defaults(_segment_parser=seg)
     return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``segment`` takes its inputs anywhere among its options (``segment a.tif -o out b.tif``,
+    ``segment -o out 'data/*.tif'``): argparse's intermixed parsing, which works on the
+    subcommand's own parser only."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["segment"]:
+        seg = parser.get_default("_segment_parser")
+        args = seg.parse_intermixed_args(argv[1:])
+        args.command = "segment"
+        return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-unet`` console script; returns the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
     except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
