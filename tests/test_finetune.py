@@ -193,6 +193,7 @@ def test_card_records_parent_data_and_scores() -> None:
     assert ft["annotated_pixels"] == 2 * 128 * 128 and ft["steps"] == 4 and ft["seconds"] > 0
     assert {"heldout_f1_before", "heldout_f1_after"} <= set(card["metrics"])
     assert "created" in card
+    assert card["object_diameter"] == pytest.approx(train.median_object_diameter(samples()), abs=0.1)
 
 
 def test_refusals() -> None:
@@ -236,3 +237,20 @@ def test_time_budget_ends_training() -> None:
     )
     assert steps and steps[-1].elapsed < 5
     assert not tuned.card["finetune"]["stopped_early"]
+
+
+def test_card_records_the_size_of_the_objects_it_learnt() -> None:
+    """Disks of radius 12 (diameter 24): the fine-tuned card says ~24, so Segment's *diameter*
+    rescales relative to what this model saw, not to its parent's 20 px."""
+    from napari_unet.train import median_object_diameter
+
+    lab = np.zeros((128, 128), np.int32)
+    yy, xx = np.mgrid[:128, :128]
+    for i, (cy, cx) in enumerate([(20, 20), (20, 70), (70, 20), (70, 70), (105, 45), (40, 108)], 1):
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= 144] = i
+    sample = train.Sample(np.zeros((1, 128, 128), np.float32), lab)
+    assert median_object_diameter([sample]) == pytest.approx(24.0, abs=0.5)
+    few = train.Sample(np.zeros((1, 128, 128), np.float32), np.where(lab <= 2, lab, 0))
+    assert median_object_diameter([few]) is None  # too few objects to say: keep the parent's
+    masked = train.Sample(sample.image, lab, mask=np.zeros((128, 128), bool))
+    assert median_object_diameter([masked]) is None  # nothing reviewed, nothing measured

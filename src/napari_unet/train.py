@@ -504,6 +504,27 @@ def _run_preview(preview: Callable[[Model], Any], work: Model) -> Any:
             m.training = mode
 
 
+MIN_OBJECTS_FOR_DIAMETER = 5
+
+
+def median_object_diameter(samples: Sequence[Sample]) -> float | None:
+    """Median equivalent diameter (px) of the annotated objects; None with fewer than 5.
+
+    A fine-tuned model learns objects at the size they have in its training images, which may
+    not be the parent's: its card records that size, so that Segment's *diameter* rescales an
+    image relative to what this model saw (and 3D seed erosion and chunk halos scale with it).
+    """
+    areas: list[np.ndarray] = []
+    for s in samples:
+        lab = s.labels if s.mask is None else np.where(s.mask, s.labels, 0)
+        counts = np.bincount(lab.ravel().astype(np.int64))[1:]
+        areas.append(counts[counts > 0])
+    all_areas = np.concatenate(areas) if areas else np.zeros(0)
+    if all_areas.size < MIN_OBJECTS_FOR_DIAMETER:
+        return None
+    return float(np.median(2.0 * np.sqrt(all_areas / np.pi)))
+
+
 def _finetuned_card(
     parent: Model,
     samples: Sequence[Sample],
@@ -535,6 +556,9 @@ def _finetuned_card(
         "parent": pc.get("parent"),
     }
     card["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    diameter = median_object_diameter(samples)
+    if diameter is not None:
+        card["object_diameter"] = round(diameter, 1)
     card["finetune"] = {
         **data,
         "planes_used": [f"{s.source} {s.plane}".strip() for s in samples[:50]],
