@@ -40,6 +40,11 @@ def test_lazy_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(_lazy.CACHE_ENV, str(tmp_path))
     path = _lazy.labels_store_path("my image/1.tif")
     assert path.parent == tmp_path and path.name.startswith("my_image_1.tif-") and path.suffix == ".zarr"
+    elsewhere = tmp_path / "kept" / "x.ome.zarr"
+    elsewhere.mkdir(parents=True)
+    assert not _lazy.remove_store(elsewhere) and elsewhere.is_dir(), "only stores in the cache go"
+    path.mkdir()
+    assert _lazy.remove_store(path) and not path.exists()
 
 
 @pytest.fixture
@@ -84,6 +89,12 @@ def test_whole_lazy_stack_goes_to_a_zarr_store(viewer_widget, qtbot, tmp_path, m
     mem = segment(image, model=widget.selected_model(), axes="ZYX", config=widget.predict_config())
     assert np.array_equal(np.asarray(labels.data[:]) > 0, mem > 0)
     assert "objects" in widget.status_label.text()
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    labels.save(str(saved / "mine.zarr"), plugin="napari-unet")  # the user keeps a copy
+    viewer.layers.remove(labels)
+    assert not stores[0].exists(), "a deleted layer's store leaves the cache"
+    assert (saved / "mine.zarr").is_dir(), "what the user saved elsewhere is untouched"
 
 
 def test_current_view_segments_only_the_visible_part(viewer_widget, qtbot, monkeypatch) -> None:

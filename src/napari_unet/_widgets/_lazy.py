@@ -26,19 +26,39 @@ def is_lazy(data: Any) -> bool:
     return not isinstance(data, np.ndarray) and hasattr(data, "chunks") and hasattr(data, "shape")
 
 
-def labels_store_path(image_name: str) -> Path:
-    """A new store for one run: ``$NAPARI_UNET_CACHE_DIR`` or the user cache folder (never the
-    image's folder, which may be read-only or shared). Old stores are not deleted here."""
+def cache_folder() -> Path:
+    """Where lazy labels stores live: ``$NAPARI_UNET_CACHE_DIR`` or the user cache folder."""
     root = os.environ.get(CACHE_ENV)
     if root:
-        folder = Path(root)
-    else:
-        import platformdirs
+        return Path(root)
+    import platformdirs
 
-        folder = platformdirs.user_cache_path("napari-unet") / "labels"
+    return platformdirs.user_cache_path("napari-unet") / "labels"
+
+
+def labels_store_path(image_name: str) -> Path:
+    """A new store for one run in :func:`cache_folder` (never the image's folder, which may be
+    read-only or shared). Stores are removed with their layer (:func:`remove_store`)."""
+    folder = cache_folder()
     folder.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", image_name).strip("._")[:60] or "image"
     return folder / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.ome.zarr"
+
+
+def remove_store(path: Path) -> bool:
+    """Delete a labels store once its layer is gone, if it is one of ours: in the cache folder
+    and named like :func:`labels_store_path`'s (a store the user saved elsewhere is never touched)."""
+    import shutil
+
+    path = Path(path)
+    try:
+        ours = path.resolve().parent == cache_folder().resolve() and path.name.endswith(".ome.zarr")
+    except OSError:
+        return False
+    if ours and path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    return False
 
 
 def open_labels(path: Path) -> Any:

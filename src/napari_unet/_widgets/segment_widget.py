@@ -135,6 +135,7 @@ class _Job:
     axis_labels: tuple[str, ...]
     started: float
     units: tuple[Any, ...] | None = None  # the image's physical units (napari warns on a mix)
+    store: Path | None = None  # a lazy run's labels store in the cache
 
 
 def _layer_geometry(job: _Job) -> dict[str, Any]:
@@ -177,6 +178,7 @@ class SegmentWidget(QWidget):
         # labels layer id -> what we wrote there; shared so Fine-tune can tell edits from our writes
         self._written: dict[Any, _plan.Written] = self.model_state.written
         self._target_for: dict[Any, Any] = {}  # image id -> labels id
+        self._stores: dict[Any, Path] = {}  # lazy labels layer id -> its store in the cache
 
         self.image_combo = QComboBox()
         self.axes_edit = QLineEdit()
@@ -266,6 +268,7 @@ class SegmentWidget(QWidget):
         layers = self.viewer.layers
         layers.events.inserted.connect(self._on_layer_inserted)
         layers.events.removed.connect(self._refresh_images)
+        layers.events.removed.connect(self._forget_store)
         layers.events.moved.connect(self._refresh_images)
         for layer in layers:
             layer.events.name.connect(self._refresh_images)
@@ -288,6 +291,13 @@ class SegmentWidget(QWidget):
     def selected_image(self) -> Image | None:
         """The image layer chosen in the widget (None if there is none)."""
         return self._layer_by_id(self.image_combo.currentData())
+
+    def _forget_store(self, event: Any) -> None:
+        """A lazy labels layer was deleted: its store in the cache goes too (disk is not
+        unlimited, and nothing else points at it; File > Save writes a copy elsewhere)."""
+        path = self._stores.pop(getattr(event.value, "unique_id", None), None)
+        if path is not None:
+            _lazy.remove_store(path)
 
     def _on_layer_inserted(self, event: Any) -> None:
         event.value.events.name.connect(self._refresh_images)
@@ -565,12 +575,13 @@ class SegmentWidget(QWidget):
             axis_labels=tuple(lbl for lbl, a in zip(layer.axis_labels, kept_axes, strict=True) if a != "C"),
             started=time.perf_counter(),
             units=tuple(u for u, a in zip(layer.units, kept_axes, strict=True) if a != "C"),
+            store=_lazy.labels_store_path(layer.name) if lazy else None,
         )
         # a one-channel model sees the chosen channel; a multi-channel model takes them all
         one = model.config.in_channels == 1
         channel = int(self.channel_spin.value()) if "C" in plan.axes and one else None
         job_args = (
-            (segment_lazy_job, image, plan.axes, _lazy.labels_store_path(layer.name), axes)
+            (segment_lazy_job, image, plan.axes, self._job.store, axes)
             if lazy
             else (segment_job, image, plan.axes, not plan.is_slice)
         )
@@ -726,6 +737,8 @@ class SegmentWidget(QWidget):
         name = _plan.next_free_name(f"{job.image_name} labels", [lyr.name for lyr in self.viewer.layers])
         layer = self.viewer.add_labels(result.labels, name=name, **_layer_geometry(job))
         self._target_for[job.image_id] = layer.unique_id
+        if job.store is not None:
+            self._stores[layer.unique_id] = job.store
         return layer.name
 
     def _visible_box(self, layer: Any, axes: str) -> tuple[tuple[float, float], tuple[float, float]] | None:
