@@ -461,15 +461,6 @@ def _drain(gen: Any, progress: Callable[[Progress], None] | None) -> Any:
         gen.close()
 
 
-def _chunked_writer() -> Callable[..., Any] | None:
-    """``chunked.iter_segment_to_zarr`` (memory bounded whatever the stack size), if installed."""
-    try:
-        from .chunked import iter_segment_to_zarr
-    except ImportError:
-        return None
-    return iter_segment_to_zarr
-
-
 def _count_store(path: Path) -> int:
     """Objects in a written labels store, one chunk at a time (it may not fit in memory)."""
     import numpy as np
@@ -532,12 +523,13 @@ def _segment_and_write(
         )
         params = _postprocess_params(model, options.threshold, options.min_size)
         kwargs = {"axes": axes, "channel": options.channel, "params": params, "config": config}
-        to_zarr = _chunked_writer() if meta.get("lazy") else None
-        if to_zarr is not None:
+        if meta.get("lazy"):
+            from . import chunked
+
             sizes = {k: v for k, v in (meta.get("pixel_size") or {}).items() if k in "ZYX"}
             store = output if fmt == "zarr" else output.with_name(f".{output.name}.{os.getpid()}.tmp.zarr")
             try:
-                gen = to_zarr(
+                gen = chunked.iter_segment_to_zarr(
                     data,
                     store,
                     model,

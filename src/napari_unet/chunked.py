@@ -39,7 +39,6 @@ import itertools
 import math
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,6 +49,7 @@ import numpy as np
 from .axes import guess_axes, output_axes, to_canonical, validate_axes
 from .model import Model
 from .normalize import BadImageError, check_finite
+from .omezarr import ome_zarr_writer
 from .postprocess import PostprocessParams, instances_from_probabilities
 from .predict import (
     ASSUMED_ANISOTROPY,
@@ -686,46 +686,6 @@ def segment_chunked(image: Any, out: Any, model: Model | str | None = None, **kw
 # --------------------------------------------------------------------------- OME-Zarr output
 
 
-@contextlib.contextmanager
-def _fallback_writer(
-    path: str | os.PathLike,
-    shape: tuple[int, ...],
-    dtype: Any,
-    axes: str,
-    chunks: tuple[int, ...],
-    pixel_size: Any = None,
-    unit: str | None = None,
-) -> Iterator[Any]:
-    """A zarr array in a hidden sibling folder, renamed to ``path`` only on a clean exit."""
-    import zarr
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        arr = zarr.open_array(str(tmp), mode="w", shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
-        arr.attrs["axes"] = axes
-        if pixel_size is not None:
-            arr.attrs["pixel_size"] = pixel_size if isinstance(pixel_size, dict) else list(pixel_size)
-        if unit is not None:
-            arr.attrs["unit"] = unit
-        yield arr
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-
-
-def _writer() -> Callable[..., Any]:
-    """The OME-Zarr writer of :mod:`napari_unet.omezarr` where it exists, else a plain zarr one."""
-    try:
-        from .omezarr import ome_zarr_writer
-    except ImportError:
-        return _fallback_writer
-    return ome_zarr_writer
-
-
 def _label_chunks(shape: tuple[int, ...], axes: str) -> tuple[int, ...]:
     """One plane per chunk (napari reads a plane at a time), 512 x 512 in Y/X."""
     return tuple(min(n, 512) if a in "YX" else 1 for n, a in zip(shape, axes, strict=True))
@@ -781,11 +741,8 @@ def iter_segment_to_zarr(
     if config.anisotropy is None and sizes_phys:
         config = replace(config, anisotropy=anisotropy_from_pixel_size(sizes_phys))
     chunks = chunks or _label_chunks(shape, out_axes)
-    writer = _writer()
-    kw: dict[str, Any] = {"pixel_size": sizes_phys, "unit": unit}
-    if writer is not _fallback_writer:
-        kw.update(labels=True, overwrite=overwrite)
-    with writer(path, shape, np.uint32, out_axes, chunks, **kw) as out:
+    kw: dict[str, Any] = {"pixel_size": sizes_phys, "unit": unit, "labels": True, "overwrite": overwrite}
+    with ome_zarr_writer(path, shape, np.uint32, out_axes, chunks, **kw) as out:
         yield from iter_segment_chunked(
             arr,
             out,
