@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._generators import drain
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
@@ -448,19 +450,6 @@ def _check_channels(axes: str, shape: tuple[int, ...], channel: int | None, mode
             )
 
 
-def _drain(gen: Any, progress: Callable[[Progress], None] | None) -> Any:
-    """Run a progress generator to its result, passing each step on."""
-    try:
-        while True:
-            step = next(gen)
-            if progress is not None:
-                progress(step)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()
-
-
 def _count_store(path: Path) -> int:
     """Objects in a written labels store, one chunk at a time (it may not fit in memory)."""
     import numpy as np
@@ -539,7 +528,7 @@ def _segment_and_write(
                     track=options.track,
                     **kwargs,
                 )
-                _drain(gen, progress)
+                drain(gen, progress)
                 if store != output:
                     return _tiff_from_store(store, output, output_axes(axes), meta)
             finally:
@@ -549,9 +538,9 @@ def _segment_and_write(
             from .chunked import iter_segment_chunked
 
             out = np.zeros([n for n, a in zip(data.shape, axes, strict=True) if a != "C"], np.uint32)
-            labels = _drain(iter_segment_chunked(data, out, model, track=True, **kwargs), progress)
+            labels = drain(iter_segment_chunked(data, out, model, track=True, **kwargs), progress)
         else:
-            labels = _drain(iter_segment(data, model=model, **kwargs), progress)
+            labels = drain(iter_segment(data, model=model, **kwargs), progress)
     except OSError as exc:  # the chunked path writes while it segments
         raise BatchInputError(f"cannot write {output} ({exc.strerror or _one_line(exc)})") from None
     except (ImageReadError, BadImageError, AxesError, ModelFileError, BatchInputError) as exc:

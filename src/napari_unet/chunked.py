@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from ._generators import drain
 from .axes import guess_axes, output_axes, to_canonical, validate_axes
 from .model import Model
 from .normalize import BadImageError, check_finite
@@ -675,12 +676,7 @@ def _track(store: _Out, t: int, blocks: list[Block], next_id: int) -> int:
 
 def segment_chunked(image: Any, out: Any, model: Model | str | None = None, **kwargs: Any) -> Any:
     """:func:`iter_segment_chunked` drained: returns ``out``."""
-    gen = iter_segment_chunked(image, out, model, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(iter_segment_chunked(image, out, model, **kwargs))
 
 
 # --------------------------------------------------------------------------- OME-Zarr output
@@ -764,9 +760,4 @@ def segment_to_zarr(
     image: Any, path: str | os.PathLike, model: Model | str | None = None, **kwargs: Any
 ) -> Path:
     """:func:`iter_segment_to_zarr` drained (what the batch CLI calls)."""
-    gen = iter_segment_to_zarr(image, path, model, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(iter_segment_to_zarr(image, path, model, **kwargs))

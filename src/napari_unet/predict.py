@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ._generators import drain
 from .axes import AxesError, guess_axes, labels_from_canonical, to_canonical, validate_axes
 from .devices import autocast_dtype, select_device
 from .model import Model, UNet
@@ -557,9 +558,4 @@ def segment(
         pp_kw["min_size"] = int(min_size)
     config = replace(config, device=device, **cfg_kw)
     params = replace(params, **pp_kw)
-    gen = iter_segment(image, model, axes, channel, params, config)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(iter_segment(image, model, axes, channel, params, config))

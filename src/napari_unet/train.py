@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._generators import drain
 from .augment import AugmentParams, jitter_intensity, random_crop
 from .devices import autocast_dtype, select_device
 from .model import Model
@@ -349,13 +350,7 @@ def evaluate_heldout(
     matched = Matching(0, 0, 0)
     objects = 0
     for part in held:
-        gen = iter_probabilities(model, part.image, pcfg)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as done:
-                probs = done.value
-                break
+        probs = drain(iter_probabilities(model, part.image, pcfg))
         cls = encode_classes(part.labels).astype(np.intp)
         w = weight_map(part.labels, cfg.boundary_weight, cfg.touch_weight) * part.mask
         p = np.take_along_axis(probs, cls[None], 0)[0]
@@ -641,11 +636,4 @@ def finetune(
         )
     cfg = config or FINETUNE_DEFAULTS
     cfg = replace(cfg, time_budget=time_budget, steps=steps, seed=seed, lr=lr if lr is not None else cfg.lr)
-    gen = iter_finetune(base, samples, cfg, stop=stop, device=device, holdout=holdout)
-    while True:
-        try:
-            st = next(gen)
-        except StopIteration as done:
-            return done.value
-        if progress is not None:
-            progress(st)
+    return drain(iter_finetune(base, samples, cfg, stop=stop, device=device, holdout=holdout), progress)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .._generators import drain
 from ._plan import plane_hash
 
 Plane = tuple[int, ...]  # index over the labels' leading (T / Z) axes; () for a 2D image
@@ -292,13 +293,7 @@ class PlanePreview:
             window = window.view(np.uint8)
         x = _normalise(window, self._bounds[t])
         device = next(model.net.parameters()).device.type
-        gen = iter_probabilities(model, x, PredictConfig(device=device))
-        while True:
-            try:
-                next(gen)
-            except StopIteration as done:
-                probs = done.value
-                break
+        probs = drain(iter_probabilities(model, x, PredictConfig(device=device)))
         labels = _instances(probs, default_params(model))
         return PreviewResult(plane, (y0, y1, x0, x1), labels, time.perf_counter() - t0)
 
