@@ -11,6 +11,7 @@ import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,22 @@ def axes_from_labels(axis_labels: Sequence[str] | None, ndim: int) -> str | None
         letters.append(letter)
     out = "".join(letters)
     return out if len(set(out)) == len(out) else None
+
+
+def full_resolution(layer: Any) -> Any:
+    """A layer's data at full resolution (level 0 of a multiscale layer), never loaded."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def layer_by_id(layers: Any, uid: Any) -> Any:
+    """The layer with this ``unique_id`` (the widgets' choosers hold ids), or None."""
+    return next((layer for layer in layers if layer.unique_id == uid), None)
+
+
+def first_axes_guess(layer: Any) -> str:
+    """:func:`layer_axes` of an image layer; raises ValueError when its shape allows no guess."""
+    shape = np.shape(full_resolution(layer))
+    return layer_axes(shape, layer.rgb, layer.axis_labels, layer.metadata.get("axes"))
 
 
 def layer_axes(shape: Sequence[int], rgb: bool, axis_labels: Sequence[str] | None, hint: str | None) -> str:

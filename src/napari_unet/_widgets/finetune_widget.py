@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
 
 from . import _finetune_plan as fp
 from . import _gc, _plan
+from ._choosers import fill_layer_combo
 from ._loss_plot import LossPlot
 from ._model_state import model_state
 
@@ -263,7 +264,7 @@ class FinetuneWidget(QWidget):
 
     # ----------------------------------------------------------------- layers
     def _layer_by_id(self, uid: Any) -> Any:
-        return next((layer for layer in self.viewer.layers if layer.unique_id == uid), None)
+        return _plan.layer_by_id(self.viewer.layers, uid)
 
     def selected_image(self) -> Image | None:
         return self._layer_by_id(self.image_combo.currentData())
@@ -288,28 +289,15 @@ class FinetuneWidget(QWidget):
             # Segment just wrote labels for the chosen image: those are the ones to correct
             self.labels_combo.setCurrentIndex(self.labels_combo.findData(layer.unique_id))
 
-    @staticmethod
-    def _fill(combo: QComboBox, layers: list[Any], prefer: Any = None, none: str | None = None) -> None:
-        current = combo.currentData()
-        combo.blockSignals(True)
-        combo.clear()
-        if none is not None:
-            combo.addItem(none, None)
-        for layer in layers:
-            combo.addItem(layer.name, layer.unique_id)
-        ids = [combo.itemData(i) for i in range(combo.count())]
-        pick = current if current in ids else prefer if prefer in ids else (ids[0] if ids else None)
-        combo.setCurrentIndex(ids.index(pick) if ids else -1)
-        combo.blockSignals(False)
-
     def _refresh_layers(self, event: Any = None) -> None:
         """Mirror the viewer's layers in the three choosers, keeping choices that still exist."""
         layers = list(self.viewer.layers)
         old_image, old_labels = self.image_combo.currentData(), self.labels_combo.currentData()
-        self._fill(self.image_combo, [lyr for lyr in layers if isinstance(lyr, Image)])
+        fill_layer_combo(self.image_combo, [lyr for lyr in layers if isinstance(lyr, Image)])
         labels = [lyr for lyr in layers if isinstance(lyr, Labels) and lyr.unique_id not in self._preview_ids]
-        self._fill(self.labels_combo, labels, prefer=self._default_labels_id())
-        self._fill(self.regions_combo, [lyr for lyr in layers if isinstance(lyr, Shapes)], none=NO_REGIONS)
+        fill_layer_combo(self.labels_combo, labels, prefer=self._default_labels_id())
+        shapes = [lyr for lyr in layers if isinstance(lyr, Shapes)]
+        fill_layer_combo(self.regions_combo, shapes, none=NO_REGIONS)
         if self.image_combo.currentData() != old_image:
             self._on_image_changed()
         elif self.labels_combo.currentData() != old_labels:
@@ -337,9 +325,8 @@ class FinetuneWidget(QWidget):
         if layer is None:
             self.axes_edit.setText("")
         else:
-            shape = np.shape(layer.data[0] if layer.multiscale else layer.data)
             try:
-                axes = _plan.layer_axes(shape, layer.rgb, layer.axis_labels, layer.metadata.get("axes"))
+                axes = _plan.first_axes_guess(layer)
             except ValueError as exc:
                 axes = ""
                 self.status_label.setText(fp.one_line(exc))
@@ -356,7 +343,7 @@ class FinetuneWidget(QWidget):
         layer = self.selected_image()
         if layer is None:
             return None
-        shape = tuple(np.shape(layer.data[0] if layer.multiscale else layer.data))
+        shape = tuple(np.shape(_plan.full_resolution(layer)))
         try:
             return validate_axes(self.axes_edit.text().strip().upper(), shape)
         except AxesError:
@@ -377,7 +364,7 @@ class FinetuneWidget(QWidget):
         layer = self.selected_image()
         has_c = "C" in axes and layer is not None
         if has_c:
-            shape = np.shape(layer.data[0] if layer.multiscale else layer.data)
+            shape = np.shape(_plan.full_resolution(layer))
             self.channel_spin.setRange(0, int(shape[axes.index("C")]) - 1)
         label = self._form.labelForField(self.channel_spin)
         if label is not None:
@@ -509,14 +496,14 @@ class FinetuneWidget(QWidget):
         if image is None or labels is None:
             self._refuse("choose an image and its corrected labels layer (Segment it first)")
             return None
-        data = image.data[0] if image.multiscale else image.data
+        data = _plan.full_resolution(image)
         try:
             axes = validate_axes(self.axes_edit.text().strip().upper(), tuple(np.shape(data)))
             lead = fp.stack_axes(axes.replace("C", ""))
         except (AxesError, ValueError) as exc:
             self._refuse(fp.one_line(exc), error=True)
             return None
-        lab_data = labels.data[0] if labels.multiscale else labels.data
+        lab_data = _plan.full_resolution(labels)
         want = _plan.labels_shape(np.shape(data), axes)
         if tuple(np.shape(lab_data)) != want:
             self._refuse(
@@ -613,7 +600,7 @@ class FinetuneWidget(QWidget):
         target = fp.PreviewTarget(*self._preview_target(labels))
         # the preview follows the plane on screen, which may lie outside the frames copied for
         # training: it then reads that plane from the layer itself, in the worker (lazily for dask)
-        full = image.data[0] if image.multiscale else image.data
+        full = _plan.full_resolution(image)
         source = request.image if request.image.shape == tuple(np.shape(full)) else full
         preview = fp.PlanePreview(source, request.axes, request.channel, target)
         self._stop = threading.Event()

@@ -38,6 +38,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import _gc, _lazy, _plan
+from ._choosers import fill_layer_combo
 from ._model_state import model_state
 
 if TYPE_CHECKING:
@@ -286,7 +287,7 @@ class SegmentWidget(QWidget):
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
 
     def _layer_by_id(self, uid: Any) -> Any:
-        return next((layer for layer in self.viewer.layers if layer.unique_id == uid), None)
+        return _plan.layer_by_id(self.viewer.layers, uid)
 
     def selected_image(self) -> Image | None:
         """The image layer chosen in the widget (None if there is none)."""
@@ -306,14 +307,7 @@ class SegmentWidget(QWidget):
     def _refresh_images(self, event: Any = None) -> None:
         """Mirror the viewer's image layers, keeping the current choice when it still exists."""
         current = self.image_combo.currentData()
-        images = self._image_layers()
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        for layer in images:
-            self.image_combo.addItem(layer.name, layer.unique_id)
-        ids = [layer.unique_id for layer in images]
-        self.image_combo.setCurrentIndex(ids.index(current) if current in ids else (0 if ids else -1))
-        self.image_combo.blockSignals(False)
+        fill_layer_combo(self.image_combo, self._image_layers())
         if self.image_combo.currentData() != current:
             self._on_image_changed()
         self._update_enabled()
@@ -323,9 +317,8 @@ class SegmentWidget(QWidget):
         if layer is None:
             self.axes_edit.setText("")
             return
-        shape = np.shape(layer.data[0] if layer.multiscale else layer.data)
         try:
-            axes = _plan.layer_axes(shape, layer.rgb, layer.axis_labels, layer.metadata.get("axes"))
+            axes = _plan.first_axes_guess(layer)
         except ValueError as exc:
             axes = ""
             self.status_label.setText(_one_line(exc))
@@ -335,7 +328,7 @@ class SegmentWidget(QWidget):
     def _on_axes_changed(self, *_: Any) -> None:
         axes = self.axes_edit.text().strip().upper().replace("S", "C")
         layer = self.selected_image()
-        shape = np.shape(layer.data[0] if layer.multiscale else layer.data) if layer is not None else ()
+        shape = np.shape(_plan.full_resolution(layer)) if layer is not None else ()
         has_c = "C" in axes and len(axes) == len(shape)
         if has_c:
             self.channel_spin.setRange(0, int(shape[axes.index("C")]) - 1)
@@ -549,7 +542,7 @@ class SegmentWidget(QWidget):
         if layer is None:
             show_warning("napari-unet: no image layer to segment")
             return
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = _plan.full_resolution(layer)
         try:
             axes = validate_axes(self.axes_edit.text().strip().upper(), tuple(np.shape(data)))
             model = self.selected_model()
