@@ -20,14 +20,6 @@ from napari_unet.synthetic import nuclei_3d
 FP32 = PredictConfig(amp=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def blob_model() -> Model:
     """A real UNet (depth 0) that says "interior" where the normalised image is > 0.5: its

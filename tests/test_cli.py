@@ -22,8 +22,6 @@ from napari_unet import __version__, cli
 from napari_unet.model import Model, UNet, UNetConfig
 from napari_unet.registry import bundled_model_path
 
-torch.set_num_threads(1)
-
 RNG = np.random.default_rng(0)
 CARD = {"name": "tiny", "normalization": {"low": 1, "high": 99.8}}
 

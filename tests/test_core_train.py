@@ -17,8 +17,6 @@ from napari_unet.train import (
     weighted_loss,
 )
 
-torch.set_num_threads(1)
-
 
 def two_touching_squares() -> np.ndarray:
     lab = np.zeros((20, 30), np.int32)

@@ -12,7 +12,6 @@ from napari_unet.model import Model, UNet, UNetConfig
 from napari_unet.normalize import normalize
 from napari_unet.train import NoAnnotationError, TrainConfig, make_batch, weighted_loss
 
-torch.set_num_threads(1)
 RNG = np.random.default_rng(0)
 
 

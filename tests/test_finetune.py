@@ -24,8 +24,6 @@ from napari_unet.train import (
     split_holdout,
 )
 
-torch.set_num_threads(1)
-
 
 def tiny() -> Model:
     torch.manual_seed(0)

@@ -9,8 +9,6 @@ import torch
 
 from napari_unet.model import Model, ModelFileError, UNet, UNetConfig
 
-torch.set_num_threads(1)
-
 
 @pytest.mark.parametrize("depth", [0, 1, 2, 3])
 def test_same_padding_keeps_size(depth: int) -> None:

@@ -12,8 +12,6 @@ import torch
 from napari_unet.model import FORMAT_NAME, FORMAT_VERSION, Model, ModelFileError, UNet, UNetConfig
 from napari_unet.registry import load_model
 
-torch.set_num_threads(1)
-
 
 class _CreatesFile:
     """Unpickling this calls ``open(marker, "w")``: proof that a loader ran code from the file."""

@@ -19,14 +19,6 @@ from napari_unet.predict import PredictConfig, Progress, iter_probabilities, ite
 FP32 = PredictConfig(amp=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tiny() -> Model:
     torch.manual_seed(0)

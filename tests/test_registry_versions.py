@@ -22,8 +22,6 @@ from napari_unet.registry import (
     save_version,
 )
 
-torch.set_num_threads(1)
-
 
 def tuned_model() -> Model:
     torch.manual_seed(0)
