@@ -51,3 +51,16 @@ def tiny_model_path(model_dir: Path) -> Path:
     net = UNet(UNetConfig(base=4, depth=2))
     net.eval()
     return Model(net, card=dict(TINY_CARD)).save(model_dir / "tiny.pt")
+
+
+@pytest.fixture
+def notes(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """The dock widgets' napari notifications (Segment's and Fine-tune's), by severity."""
+    from napari_unet._widgets import finetune_widget, segment_widget
+
+    got: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
+    for module in (finetune_widget, segment_widget):
+        monkeypatch.setattr(module, "show_error", got["error"].append)
+        monkeypatch.setattr(module, "show_warning", got["warning"].append)
+        monkeypatch.setattr(module, "show_info", got["info"].append)
+    return got

@@ -185,19 +185,6 @@ def test_job_restores_threads_and_returns_a_model_it_cannot_save(tmp_path, monke
 
 
 @pytest.fixture
-def notes(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    """The widgets' napari notifications, by severity."""
-    from napari_unet._widgets import finetune_widget, segment_widget
-
-    got: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
-    for mod in (finetune_widget, segment_widget):
-        monkeypatch.setattr(mod, "show_error", got["error"].append)
-        monkeypatch.setattr(mod, "show_warning", got["warning"].append)
-        monkeypatch.setattr(mod, "show_info", got["info"].append)
-    return got
-
-
-@pytest.fixture
 def docked(make_napari_viewer, tiny_model_path: Path, qtbot):
     """A viewer with Segment and Fine-tune docked from the manifest, the tiny model selected."""
     from napari_unet._widgets._model_state import model_state

@@ -8,17 +8,6 @@ import pytest
 
 
 @pytest.fixture
-def notes(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    from napari_unet._widgets import segment_widget
-
-    got: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
-    monkeypatch.setattr(segment_widget, "show_error", got["error"].append)
-    monkeypatch.setattr(segment_widget, "show_warning", got["warning"].append)
-    monkeypatch.setattr(segment_widget, "show_info", got["info"].append)
-    return got
-
-
-@pytest.fixture
 def widget(make_napari_viewer):
     from napari_unet._widgets.segment_widget import SegmentWidget
 

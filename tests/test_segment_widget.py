@@ -117,18 +117,6 @@ WAIT_MS = 60_000
 
 
 @pytest.fixture
-def notes(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    """Capture the widget's napari notifications by severity."""
-    from napari_unet._widgets import segment_widget
-
-    got: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
-    monkeypatch.setattr(segment_widget, "show_error", got["error"].append)
-    monkeypatch.setattr(segment_widget, "show_warning", got["warning"].append)
-    monkeypatch.setattr(segment_widget, "show_info", got["info"].append)
-    return got
-
-
-@pytest.fixture
 def viewer_widget(make_napari_viewer, tiny_model_path: Path, qtbot):
     """A viewer with the Segment widget docked and the tiny model selected."""
     from napari_unet._widgets.segment_widget import SegmentWidget
