@@ -21,12 +21,10 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gui_responsiveness import GilProbe, ProcessProbe, _stats, machine  # noqa: E402
+from bench_gui_responsiveness import GilProbe, ProcessProbe, Spans, _stats, machine  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,17 +50,8 @@ def run(args: argparse.Namespace) -> int:
     model = ft.model_state.load()
     print(f"model {model.name}: base {model.config.base}, depth {model.config.depth}; device {ft.device}")
 
-    spans: list[tuple[str, float, float]] = []
-
-    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*a: Any, **k: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                spans.append((name, t0, time.perf_counter()))
-
-        return wrapper
+    spans = Spans()
+    timed = spans.timed
 
     ft._on_yielded = timed("step handler", ft._on_yielded)
     ft._redraw = timed("throttled redraw (status, bar, plot data)", ft._redraw)

@@ -88,6 +88,20 @@ class ProcessProbe:
         return max((d for t, d in self.samples if start <= t <= end + 0.002), default=0.0)
 
 
+class Spans(list):
+    """(name, start, end) of the calls of functions wrapped with :meth:`timed`."""
+
+    def timed(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.append((name, t0, time.perf_counter()))
+
+        return wrapper
+
+
 def machine() -> str:
     import torch
 
@@ -154,17 +168,8 @@ def run_gui(args: argparse.Namespace) -> int:
     )
 
     # record when the widget's main-thread handlers run
-    spans: list[tuple[str, float, float]] = []
-
-    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*a: Any, **k: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                spans.append((name, t0, time.perf_counter()))
-
-        return wrapper
+    spans = Spans()
+    timed = spans.timed
 
     stages: list[tuple[float, str, int, int]] = []
     on_progress = widget._on_progress
