@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._generators import drain
+from .metrics import count_objects
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -424,18 +425,6 @@ def _postprocess_params(model: Model, threshold: float | None, min_size: int | N
     return replace(default_params(model), **overrides)
 
 
-def count_objects(labels: np.ndarray) -> int:
-    """Distinct non-zero ids (linear time for renumbered labels)."""
-    import numpy as np
-
-    flat = np.asarray(labels).ravel()
-    if flat.size == 0 or int(flat.max()) == 0:
-        return 0
-    if int(flat.max()) <= flat.size:
-        return int(np.count_nonzero(np.bincount(flat.astype(np.int64, copy=False))[1:]))
-    return int(np.count_nonzero(np.unique(flat)))
-
-
 def _check_channels(axes: str, shape: tuple[int, ...], channel: int | None, model: Model) -> None:
     if "C" not in axes and channel is not None:
         raise BatchInputError(f"--channel {channel} given but the image has no channel axis ({axes})")
@@ -452,16 +441,9 @@ def _check_channels(axes: str, shape: tuple[int, ...], channel: int | None, mode
 
 def _count_store(path: Path) -> int:
     """Objects in a written labels store, one chunk at a time (it may not fit in memory)."""
-    import numpy as np
-
     from .omezarr import read_ome_zarr
 
-    labels = read_ome_zarr(path)[0]
-    ids: set[int] = set()
-    for block in labels.to_delayed().ravel():
-        ids.update(int(v) for v in np.unique(block.compute(scheduler="synchronous")))
-    ids.discard(0)
-    return len(ids)
+    return count_objects(read_ome_zarr(path)[0])
 
 
 def _tiff_from_store(store: Path, output: Path, axes: str, meta: dict[str, Any]) -> int:

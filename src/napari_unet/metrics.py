@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -65,3 +66,41 @@ def match(truth: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> Matchi
 
 def f1_score(truth: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> float:
     return match(truth, pred, threshold).f1
+
+
+def _distinct_ids(labels: Any) -> int:
+    """Distinct non-zero ids of one array: numpy in one bincount pass (a sort only for ids
+    above the pixel count), dask one chunk at a time (it may not fit in memory)."""
+    if isinstance(labels, np.ndarray):
+        flat = labels.ravel()
+        if flat.size == 0 or int(flat.max()) == 0:
+            return 0
+        if int(flat.max()) <= flat.size:
+            return int(np.count_nonzero(np.bincount(flat.astype(np.int64, copy=False))[1:]))
+        return int(np.count_nonzero(np.unique(flat)))
+    ids: set[int] = set()
+    for block in labels.to_delayed().ravel():
+        ids.update(int(v) for v in np.unique(block.compute(scheduler="synchronous")))
+    ids.discard(0)
+    return len(ids)
+
+
+def count_objects(labels: Any, axes: str | None = None) -> int:
+    """Objects in instance labels: distinct non-zero ids, counted per time point when ``axes``
+    (the labels' own, no C) has a T axis, since frames segmented independently restart their
+    ids. ``labels``: numpy, or a zarr / dask array read chunk by chunk."""
+    if not hasattr(labels, "chunks"):
+        labels = np.asarray(labels)
+    elif not hasattr(labels, "to_delayed"):  # zarr: through dask, so a frame is never read whole
+        import dask.array as da
+
+        labels = da.from_array(labels, chunks=labels.chunks)
+    if axes is None or "T" not in axes:
+        return _distinct_ids(labels)
+    t = axes.index("T")
+    frame = [slice(None)] * len(labels.shape)
+    total = 0
+    for i in range(int(labels.shape[t])):
+        frame[t] = i
+        total += _distinct_ids(labels[tuple(frame)])
+    return total

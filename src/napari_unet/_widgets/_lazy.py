@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ..metrics import count_objects
+
 CACHE_ENV = "NAPARI_UNET_CACHE_DIR"
 
 
@@ -68,19 +70,6 @@ def open_labels(path: Path) -> Any:
 
     node = zarr.open(str(path), mode="r+")
     return node["0"] if isinstance(node, zarr.Group) else node
-
-
-def count_objects(labels: Any, axes: str) -> int:
-    """Objects in chunked labels: their ids run 1..n per frame, so the per-frame maximum
-    (read chunk by chunk)."""
-    import dask.array as da
-
-    arr = da.from_array(labels, chunks=labels.chunks)
-    if "T" in axes:
-        t = axes.index("T")
-        other = tuple(i for i in range(arr.ndim) if i != t)
-        return int(arr.max(axis=other).sum().compute(scheduler="threads"))
-    return int(arr.max().compute(scheduler="threads"))
 
 
 def segment_lazy(

@@ -297,20 +297,6 @@ def full_indices(target: Index, local: tuple[np.ndarray, ...]) -> tuple[np.ndarr
     return tuple(np.full(n, t, np.intp) if isinstance(t, int) else next(rest) for t in target)
 
 
-def count_objects(labels: np.ndarray, axes: str) -> int:
-    """Objects in a result: distinct ids, per time point when there is a T axis (frames are
-    segmented independently, so their ids restart). One bincount pass, no sort."""
-    labels = np.asarray(labels)
-    if labels.size == 0:
-        return 0
-    frames = (
-        [labels]
-        if "T" not in axes
-        else [labels.take(t, axis=axes.index("T")) for t in range(labels.shape[axes.index("T")])]
-    )
-    return sum(int(np.count_nonzero(np.bincount(f.ravel().astype(np.int64, copy=False))[1:])) for f in frames)
-
-
 def changed_indices(old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, ...]:
     """Indices where ``new`` differs from ``old``: the one undo step of a re-run."""
     return np.nonzero(np.asarray(old) != np.asarray(new))

@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..metrics import count_objects
 from . import _gc, _lazy, _plan
 from ._choosers import fill_layer_combo
 from ._model_state import model_state
@@ -87,7 +88,7 @@ def segment_job(
     except RuntimeError as exc:
         raise SegmentJobError(_one_line(exc)) from exc
     out_axes = axes.replace("C", "")
-    n = _plan.count_objects(labels, out_axes)
+    n = count_objects(labels, out_axes)
     return JobResult(labels, n, _plan.fingerprint(labels) if fingerprint else None)
 
 
