@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from ._generators import drain
-from .axes import guess_axes, output_axes, to_canonical, validate_axes
+from .axes import output_axes, to_canonical, validate_axes
 from .model import Model
 from .normalize import BadImageError, check_finite
 from .omezarr import ome_zarr_writer
@@ -69,6 +69,7 @@ from .predict import (
     _zoomed_plane,
     anisotropy_from_pixel_size,
     default_params,
+    image_axes,
     trained_diameter,
 )
 
@@ -376,11 +377,7 @@ def _link(lab: np.ndarray, prev: np.ndarray, in_core: np.ndarray, joins: _Joins)
 def _resolve_axes(arr: Any, axes: str | None) -> str:
     if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
         raise BadImageError(f"cannot segment a {type(arr).__name__}: give a numpy, dask or zarr array")
-    if arr.ndim == 0 or any(int(s) == 0 for s in arr.shape):
-        raise BadImageError(f"image is empty (shape {tuple(arr.shape)})")
-    if np.dtype(arr.dtype).kind not in "biuf":
-        raise BadImageError(f"image has non-numeric dtype {arr.dtype}")
-    return validate_axes(axes, arr.shape) if axes is not None else guess_axes(arr.shape)
+    return image_axes(arr, axes)
 
 
 def _as_triple(value: int | tuple[int, ...] | None, name: str) -> tuple[int, int, int] | None:

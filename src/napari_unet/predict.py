@@ -453,6 +453,15 @@ def _as_array(image: Any) -> Any:
     return np.asarray(image)
 
 
+def image_axes(arr: Any, axes: str | None) -> str:
+    """Refuse an empty or non-numeric image (one line) and settle its axes (given or guessed)."""
+    if arr.ndim == 0 or any(int(s) == 0 for s in arr.shape):
+        raise BadImageError(f"image is empty (shape {tuple(arr.shape)})")
+    if np.dtype(arr.dtype).kind not in "biuf":
+        raise BadImageError(f"image has non-numeric dtype {arr.dtype}")
+    return validate_axes(axes, arr.shape) if axes is not None else guess_axes(arr.shape)
+
+
 def iter_segment(
     image: np.ndarray,
     model: Model | str | None = None,
@@ -470,11 +479,7 @@ def iter_segment(
     """
     model = _as_model(model)
     arr = _as_array(image)
-    if arr.ndim == 0 or any(int(s) == 0 for s in arr.shape):
-        raise BadImageError(f"image is empty (shape {tuple(arr.shape)})")
-    if np.dtype(arr.dtype).kind not in "biuf":
-        raise BadImageError(f"image has non-numeric dtype {arr.dtype}")
-    axes = validate_axes(axes, arr.shape) if axes is not None else guess_axes(arr.shape)
+    axes = image_axes(arr, axes)
     if isinstance(arr, np.ndarray):
         check_finite(arr)
     can = to_canonical(arr, axes)
