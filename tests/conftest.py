@@ -64,3 +64,24 @@ def notes(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
         monkeypatch.setattr(module, "show_warning", got["warning"].append)
         monkeypatch.setattr(module, "show_info", got["info"].append)
     return got
+
+
+@pytest.fixture
+def blob_model():
+    """A real UNet (depth 0) wired to say "interior" where the normalised image is > 0.5: its
+    labels are the connected bright regions, so label ids, z-linking, frames and chunk
+    stitching can be checked exactly."""
+    import torch
+
+    from napari_unet.model import Model, UNet, UNetConfig
+
+    net = UNet(UNetConfig(base=1, depth=0, norm="none"))
+    with torch.no_grad():
+        for conv in net.bottleneck:
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.zero_()
+                conv.weight[0, 0, 1, 1] = 1.0
+                conv.bias.zero_()
+        net.head.weight[:, 0, 0, 0] = torch.tensor([-20.0, 20.0, 0.0])
+        net.head.bias[:] = torch.tensor([10.0, -10.0, -10.0])
+    return Model(net.eval(), {"name": "blobs", "postprocess": {"min_size": 10}})

@@ -6,34 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from napari_unet import chunked, predict
 from napari_unet.chunked import iter_segment_to_zarr, plan_blocks, segment_chunked, segment_to_zarr
 from napari_unet.metrics import match
-from napari_unet.model import Model, UNet, UNetConfig
 from napari_unet.postprocess import ball
 from napari_unet.predict import PredictConfig, anisotropy_from_pixel_size, segment
 from napari_unet.registry import load_model
 from napari_unet.synthetic import nuclei_3d
 
 FP32 = PredictConfig(amp=False)
-
-
-@pytest.fixture
-def blob_model() -> Model:
-    """A real UNet (depth 0) that says "interior" where the normalised image is > 0.5: its
-    labels are the connected bright regions, so stitching can be checked exactly."""
-    net = UNet(UNetConfig(base=1, depth=0, norm="none"))
-    with torch.no_grad():
-        for conv in net.bottleneck:
-            if isinstance(conv, torch.nn.Conv2d):
-                conv.weight.zero_()
-                conv.weight[0, 0, 1, 1] = 1.0
-                conv.bias.zero_()
-        net.head.weight[:, 0, 0, 0] = torch.tensor([-20.0, 20.0, 0.0])
-        net.head.bias[:] = torch.tensor([10.0, -10.0, -10.0])
-    return Model(net.eval(), {"name": "blobs", "postprocess": {"min_size": 10}})
 
 
 def same_up_to_relabelling(a: np.ndarray, b: np.ndarray) -> bool:

@@ -32,24 +32,6 @@ def tiny() -> Model:
     return Model(net.eval(), {"name": "tiny"})
 
 
-@pytest.fixture
-def blob_model() -> Model:
-    """A real UNet (depth 0) wired to say "interior" where the normalised image is > 0.5.
-
-    Its output is under our control, so label ids, z-linking and frames can be checked.
-    """
-    net = UNet(UNetConfig(base=1, depth=0, norm="none"))
-    with torch.no_grad():
-        for conv in net.bottleneck:
-            if isinstance(conv, torch.nn.Conv2d):
-                conv.weight.zero_()
-                conv.weight[0, 0, 1, 1] = 1.0
-                conv.bias.zero_()
-        net.head.weight[:, 0, 0, 0] = torch.tensor([-20.0, 20.0, 0.0])
-        net.head.bias[:] = torch.tensor([10.0, -10.0, -10.0])
-    return Model(net.eval(), {"name": "blobs", "postprocess": {"min_size": 10}})
-
-
 def drain(gen):
     steps = []
     while True:
