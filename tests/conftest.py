@@ -85,3 +85,26 @@ def blob_model():
         net.head.weight[:, 0, 0, 0] = torch.tensor([-20.0, 20.0, 0.0])
         net.head.bias[:] = torch.tensor([10.0, -10.0, -10.0])
     return Model(net.eval(), {"name": "blobs", "postprocess": {"min_size": 10}})
+
+
+@pytest.fixture
+def write_ome_tiff():
+    """A writer of a (T 2, C 3, Z 4, 16, 20) uint16 OME-TIFF with pixel sizes (0.5 um in Y/X,
+    2 um in Z), a 30 s time step and channel names DAPI, GFP, RFP; it returns the pixels."""
+    import numpy as np
+    import tifffile
+
+    def write(path: Path) -> np.ndarray:
+        data = np.random.default_rng(2).integers(0, 4000, (2, 3, 4, 16, 20)).astype(np.uint16)
+        metadata = {
+            "axes": "TCZYX",
+            "PhysicalSizeX": 0.5,
+            "PhysicalSizeY": 0.5,
+            "PhysicalSizeZ": 2.0,
+            "TimeIncrement": 30.0,
+            "Channel": {"Name": ["DAPI", "GFP", "RFP"]},
+        }
+        tifffile.imwrite(path, data, ome=True, metadata=metadata)
+        return data
+
+    return write

@@ -374,31 +374,13 @@ def test_io_does_not_import_qt() -> None:
 # --- open_image: stacks of any size ---------------------------------------------------------------
 
 
-def _ome(path: Path) -> np.ndarray:
-    data = RNG.integers(0, 4000, (2, 3, 4, 16, 20)).astype(np.uint16)
-    tifffile.imwrite(
-        path,
-        data,
-        ome=True,
-        metadata={
-            "axes": "TCZYX",
-            "PhysicalSizeX": 0.5,
-            "PhysicalSizeY": 0.5,
-            "PhysicalSizeZ": 2.0,
-            "TimeIncrement": 30.0,
-            "Channel": {"Name": ["DAPI", "GFP", "RFP"]},
-        },
-    )
-    return data
-
-
 @pytest.mark.parametrize("name", ["ome", "imagej", "plain", "tiled"])
-def test_lazy_tiff_equals_eager_read(tmp_path: Path, name: str) -> None:
+def test_lazy_tiff_equals_eager_read(tmp_path: Path, name: str, write_ome_tiff) -> None:
     import dask.array as da
 
     p = tmp_path / f"{name}.tif"
     if name == "ome":
-        data = _ome(p)
+        data = write_ome_tiff(p)
     else:
         data = RNG.integers(0, 4000, (2, 3, 2, 32, 32)).astype(np.uint16)
         kwargs = {
@@ -420,9 +402,9 @@ def test_lazy_tiff_equals_eager_read(tmp_path: Path, name: str) -> None:
     }
 
 
-def test_ome_tiff_meta_channels_and_time(tmp_path: Path) -> None:
+def test_ome_tiff_meta_channels_and_time(tmp_path: Path, write_ome_tiff) -> None:
     p = tmp_path / "c.ome.tif"
-    _ome(p)
+    write_ome_tiff(p)
     _, axes, meta = io.open_image(p)
     assert axes == "TCZYX"
     assert meta["channel_names"] == ["DAPI", "GFP", "RFP"]
@@ -470,10 +452,12 @@ def test_truncated_tiff_refused_lazily_too(tmp_path: Path, lazy: bool) -> None:
 
 
 @pytest.mark.parametrize(("old", "new"), [(b'SizeZ="4"', b'SizeZ="5"'), (b'SizeT="2"', b'SizeT="9"')])
-def test_ome_metadata_contradicting_the_pages(tmp_path: Path, old: bytes, new: bytes) -> None:
+def test_ome_metadata_contradicting_the_pages(
+    tmp_path: Path, old: bytes, new: bytes, write_ome_tiff
+) -> None:
     """tifffile zero-fills missing frames and only logs it: that is an error for us."""
     good = tmp_path / "good.ome.tif"
-    _ome(good)
+    write_ome_tiff(good)
     p = tmp_path / "bad.ome.tif"
     p.write_bytes(good.read_bytes().replace(old, new))
     msg = _refused(p, "OME metadata contradicts the data")

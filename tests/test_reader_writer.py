@@ -20,23 +20,6 @@ RNG = np.random.default_rng(2)
 PLUGIN = "napari-unet"
 
 
-def _ome_tczyx(path: Path) -> np.ndarray:
-    data = RNG.integers(0, 4000, (2, 3, 4, 16, 20)).astype(np.uint16)
-    tifffile.imwrite(
-        path,
-        data,
-        ome=True,
-        metadata={
-            "axes": "TCZYX",
-            "PhysicalSizeX": 0.5,
-            "PhysicalSizeY": 0.5,
-            "PhysicalSizeZ": 2.0,
-            "Channel": {"Name": ["DAPI", "GFP", "RFP"]},
-        },
-    )
-    return data
-
-
 # --- get_reader: which paths are ours -------------------------------------------------------------
 
 
@@ -77,9 +60,11 @@ def test_reader_guesses_axes_and_says_so(tmp_path: Path) -> None:
 # --- through napari -------------------------------------------------------------------------------
 
 
-def test_viewer_opens_ome_tiff_channels_with_scale(make_napari_viewer, tmp_path: Path) -> None:
+def test_viewer_opens_ome_tiff_channels_with_scale(
+    make_napari_viewer, tmp_path: Path, write_ome_tiff
+) -> None:
     p = tmp_path / "cells.ome.tif"
-    data = _ome_tczyx(p)
+    data = write_ome_tiff(p)
     viewer = make_napari_viewer()
     layers = viewer.open(str(p), plugin=PLUGIN)
     assert [layer.name for layer in layers] == ["cells DAPI", "cells GFP", "cells RFP"]
