@@ -18,8 +18,8 @@ from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
 from skimage.segmentation import watershed
 
-from napari_unet.metrics import Matching, match
-from napari_unet.postprocess import remove_small
+from napari_unet.engine.metrics import Matching, match
+from napari_unet.engine.postprocess import remove_small
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

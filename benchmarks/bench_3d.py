@@ -11,7 +11,7 @@ assumed anisotropy (3). Prints
 * ``before``: the 3D post-processing without seed erosion (the engine before issue 4);
 * ``assumed``: seed erosion with the anisotropy unknown (``ASSUMED_ANISOTROPY``);
 * ``given``: seed erosion with the stack's true anisotropy (from its pixel size);
-* ``chunked``: :func:`napari_unet.chunked.segment_chunked` with the true anisotropy, in
+* ``chunked``: :func:`napari_unet.scale.chunked.segment_chunked` with the true anisotropy, in
   blocks of (16, 128, 128) with the default halo, so Z, Y and X are all split.
 
 ``--ortho`` also tries, on the isotropic stacks only, averaging the probabilities predicted in
@@ -28,13 +28,13 @@ import time
 import numpy as np
 import torch
 
-from napari_unet import predict
-from napari_unet.chunked import segment_chunked
-from napari_unet.metrics import Matching, match
-from napari_unet.postprocess import instances_from_classes
-from napari_unet.predict import PredictConfig, segment
-from napari_unet.registry import load_model
-from napari_unet.synthetic import nuclei_3d
+from napari_unet.engine import predict
+from napari_unet.engine.metrics import Matching, match
+from napari_unet.engine.postprocess import instances_from_classes
+from napari_unet.engine.predict import PredictConfig, segment
+from napari_unet.models.registry import load_model
+from napari_unet.samples.synthetic import nuclei_3d
+from napari_unet.scale.chunked import segment_chunked
 
 Z_STEPS = (1.0, 2.0, 3.0, 4.0)
 

@@ -2,8 +2,8 @@
 
     nice .venv/bin/python benchmarks/bench_batch.py [--files 100] [--size 256] [--workers 2]
 
-Writes ``--files`` synthetic nuclei images (``napari_unet.synthetic.nuclei_2d``) to a temporary
-folder and segments them with the bundled model through :func:`napari_unet.batch.run_batch`:
+Writes ``--files`` synthetic nuclei images (``napari_unet.samples.synthetic.nuclei_2d``) to a temporary
+folder and segments them with the bundled model through :func:`napari_unet.scale.batch.run_batch`:
 
 * in-process (sequential, torch's default threads, i.e. every core), and again with one torch
   thread, for reference;
@@ -70,8 +70,8 @@ def main() -> None:
     import torch
     from distributed import Client, LocalCluster
 
-    from napari_unet.batch import BatchOptions, run_batch
-    from napari_unet.synthetic import nuclei_2d
+    from napari_unet.samples.synthetic import nuclei_2d
+    from napari_unet.scale.batch import BatchOptions, run_batch
 
     print(f"machine: {_machine()}")
     print(f"torch {torch.__version__}, default torch threads {torch.get_num_threads()}")

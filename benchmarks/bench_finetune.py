@@ -34,12 +34,13 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 from skimage.segmentation import find_boundaries
 
-from napari_unet.data import samples_from_arrays
-from napari_unet.metrics import Matching, match
-from napari_unet.model import Model, UNet
-from napari_unet.predict import segment
-from napari_unet.registry import load_model
-from napari_unet.train import FINETUNE_DEFAULTS, TrainConfig, iter_finetune, iter_train
+from napari_unet.engine.metrics import Matching, match
+from napari_unet.engine.predict import segment
+from napari_unet.models.model_file import Model
+from napari_unet.models.registry import load_model
+from napari_unet.models.unet import UNet
+from napari_unet.training.annotations import samples_from_arrays
+from napari_unet.training.loop import FINETUNE_DEFAULTS, TrainConfig, iter_finetune, iter_train
 
 
 def membranes(size: int = 512, cell: float = 44.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -136,7 +136,7 @@ def run_gui(args: argparse.Namespace) -> int:
     import napari
     from qtpy.QtCore import QEventLoop, Qt, QTimer
 
-    from napari_unet.synthetic import nuclei_2d
+    from napari_unet.samples.synthetic import nuclei_2d
 
     n_nuclei = int(60 * (args.size / 512) ** 2)
     t = time.perf_counter()
@@ -156,7 +156,8 @@ def run_gui(args: argparse.Namespace) -> int:
     try:
         model = widget.selected_model()
     except Exception as exc:  # noqa: BLE001 - report and fall back to an untrained net of the same size
-        from napari_unet.model import Model, UNet, UNetConfig
+        from napari_unet.models.model_file import Model
+        from napari_unet.models.unet import UNet, UNetConfig
 
         print(f"bundled model unusable ({exc}); timing an untrained base-16 depth-4 U-Net instead")
         path = Path(os.environ.get("TMPDIR", "/tmp")) / "napari_unet_bench_model.pt"
@@ -306,11 +307,11 @@ def run_diagnose(args: argparse.Namespace) -> int:
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
-    from napari_unet.normalize import percentile_bounds
-    from napari_unet.postprocess import PostprocessParams, instances_from_classes, remove_small
-    from napari_unet.predict import PredictConfig, iter_segment
-    from napari_unet.registry import load_model
-    from napari_unet.synthetic import nuclei_2d
+    from napari_unet.engine.normalize import percentile_bounds
+    from napari_unet.engine.postprocess import PostprocessParams, instances_from_classes, remove_small
+    from napari_unet.engine.predict import PredictConfig, iter_segment
+    from napari_unet.models.registry import load_model
+    from napari_unet.samples.synthetic import nuclei_2d
 
     sample = nuclei_2d(shape=(args.size, args.size), n_nuclei=int(60 * (args.size / 512) ** 2), seed=0)
     model = load_model(args.model)
@@ -326,8 +327,8 @@ def run_diagnose(args: argparse.Namespace) -> int:
             probs["labels"] = stop.value
 
     def predict_only() -> None:
-        from napari_unet.normalize import normalize
-        from napari_unet.predict import iter_probabilities
+        from napari_unet.engine.normalize import normalize
+        from napari_unet.engine.predict import iter_probabilities
 
         normalised = normalize(image, *model.normalization)[None]
         gen = iter_probabilities(model, normalised, PredictConfig())

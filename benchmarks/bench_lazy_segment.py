@@ -49,8 +49,8 @@ def rss_mb() -> float:
 def write_stack(path: Path, n: int, side: int, axes: str) -> None:
     """An OME-Zarr (n, side, side) uint16 stack whose planes are mosaics of 1024-px tiles of
     synthetic nuclei (rolled per plane), written one plane at a time."""
-    from napari_unet.omezarr import ome_zarr_writer
-    from napari_unet.synthetic import nuclei_2d
+    from napari_unet.io.omezarr import ome_zarr_writer
+    from napari_unet.samples.synthetic import nuclei_2d
 
     tiles = [nuclei_2d((1024, 1024), n_nuclei=900, radius=(6.0, 14.0), seed=s).image for s in range(4)]
     with ome_zarr_writer(path, (n, side, side), np.uint16, axes) as arr:
@@ -68,9 +68,9 @@ def worker(mode: str, src: str, dst: str, axes: str) -> None:
     import torch
 
     import napari_unet
-    from napari_unet import io
-    from napari_unet.chunked import segment_to_zarr
-    from napari_unet.predict import segment
+    from napari_unet.engine.predict import segment
+    from napari_unet.io import images as io
+    from napari_unet.scale.chunked import segment_to_zarr
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     model = napari_unet.load_model()

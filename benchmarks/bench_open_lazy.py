@@ -2,7 +2,7 @@
 
 A uint16 ZYX stack (default 2 GiB: 1024 planes of 1024x1024) is written into a temporary folder
 as an ImageJ TIFF (an OME BigTIFF beyond 4 GB) and as an OME-Zarr, then each is opened in a fresh
-subprocess through the plugin's reader (``napari_unet._reader``), shown in a napari viewer (under
+subprocess through the plugin's reader (``napari_unet.io.napari_reader``), shown in a napari viewer (under
 ``xvfb-run -a`` when there is no display) and the time until the first screenshot of the canvas
 returns is taken as time to first picture. Peak RSS (``ru_maxrss``) is reported absolute and
 above the baseline of a process that has imported napari and created its viewer; the budget
@@ -45,7 +45,7 @@ def _planes(n: int):
 def write_inputs(folder: Path, n_planes: int, formats: list[str]) -> dict[str, Path]:
     import tifffile
 
-    from napari_unet.omezarr import ome_zarr_writer
+    from napari_unet.io.omezarr import ome_zarr_writer
 
     paths: dict[str, Path] = {}
     if "tiff" in formats:
@@ -80,7 +80,7 @@ def child(path: str, cap_mib: float) -> None:
     t0 = time.perf_counter()
     import napari
 
-    from napari_unet._reader import get_reader
+    from napari_unet.io.napari_reader import get_reader
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(800, 600)

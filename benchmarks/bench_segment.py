@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from napari_unet import predict
-from napari_unet.devices import cpu_has_native_bf16
-from napari_unet.model import Model, UNet, UNetConfig
-from napari_unet.predict import PredictConfig, segment
-from napari_unet.registry import bundled_model_path
+from napari_unet.engine import predict
+from napari_unet.engine.devices import cpu_has_native_bf16
+from napari_unet.engine.predict import PredictConfig, segment
+from napari_unet.models.model_file import Model
+from napari_unet.models.registry import bundled_model_path
+from napari_unet.models.unet import UNet, UNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_unet.devices import autocast_dtype
-from napari_unet.metrics import Matching, match
-from napari_unet.normalize import normalize
-from napari_unet.predict import PredictConfig, _as_model, iter_probabilities, segment
+from napari_unet.engine.devices import autocast_dtype
+from napari_unet.engine.metrics import Matching, match
+from napari_unet.engine.normalize import normalize
+from napari_unet.engine.predict import PredictConfig, _as_model, iter_probabilities, segment
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_unet import synthetic
-from napari_unet.metrics import Matching, match
-from napari_unet.normalize import normalize
-from napari_unet.postprocess import PostprocessParams, instances_from_classes
-from napari_unet.predict import PredictConfig, default_params, iter_probabilities, segment
-from napari_unet.registry import load_model
+from napari_unet.engine.metrics import Matching, match
+from napari_unet.engine.normalize import normalize
+from napari_unet.engine.postprocess import PostprocessParams, instances_from_classes
+from napari_unet.engine.predict import PredictConfig, default_params, iter_probabilities, segment
+from napari_unet.models.registry import load_model
+from napari_unet.samples import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_unet import synthetic
-from napari_unet.io import write_labels
+from napari_unet.io.images import write_labels
+from napari_unet.samples import synthetic
 
 SAMPLES = {
     "nuclei_2d": synthetic.nuclei_2d,

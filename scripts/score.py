@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 
-from napari_unet.io import read_image
-from napari_unet.metrics import Matching, match
+from napari_unet.engine.metrics import Matching, match
+from napari_unet.io.images import read_image
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 Reproduce the shipped weights with:
 
     python scripts/train_bundled.py --data ../shared/data/dsb2018-train --time-budget 5400 \
-        --out src/napari_unet/weights/nuclei.pt
+        --out src/napari_unet/models/weights/nuclei.pt
 
 The data path may also come from NAPARI_UNET_DSB. The validation split holds out whole
 experiments (every image of the size groups 256x320, 260x347, 512x640 and 603x1272),
@@ -29,12 +29,13 @@ import tifffile
 import torch
 from skimage.io import imread
 
-from napari_unet.metrics import Matching, match
-from napari_unet.model import Model, UNet, UNetConfig
-from napari_unet.normalize import normalize
-from napari_unet.postprocess import PostprocessParams, instances_from_classes
-from napari_unet.targets import TARGET_NAME
-from napari_unet.train import Sample, TrainConfig, iter_train
+from napari_unet.engine.metrics import Matching, match
+from napari_unet.engine.normalize import normalize
+from napari_unet.engine.postprocess import PostprocessParams, instances_from_classes
+from napari_unet.models.model_file import Model
+from napari_unet.models.unet import UNet, UNetConfig
+from napari_unet.training.loop import Sample, TrainConfig, iter_train
+from napari_unet.training.targets import TARGET_NAME
 
 VAL_GROUPS = {(256, 320), (260, 347), (512, 640), (603, 1272)}
 NORM = (1.0, 99.8)
@@ -85,7 +86,7 @@ def evaluate(net: UNet, data, params: PostprocessParams = PostprocessParams()) -
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("NAPARI_UNET_DSB"), help="dsb2018-train folder")
-    ap.add_argument("--out", default="src/napari_unet/weights/nuclei.pt")
+    ap.add_argument("--out", default="src/napari_unet/models/weights/nuclei.pt")
     ap.add_argument("--time-budget", type=float, default=5400.0)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--base", type=int, default=16)

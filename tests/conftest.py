@@ -45,7 +45,8 @@ def tiny_model_path(model_dir: Path) -> Path:
     """A random base-4, depth-2 U-Net saved as a user model named 'tiny' (fast, not accurate)."""
     import torch
 
-    from napari_unet.model import Model, UNet, UNetConfig
+    from napari_unet.models.model_file import Model
+    from napari_unet.models.unet import UNet, UNetConfig
 
     torch.manual_seed(0)
     net = UNet(UNetConfig(base=4, depth=2))
@@ -73,7 +74,8 @@ def blob_model():
     stitching can be checked exactly."""
     import torch
 
-    from napari_unet.model import Model, UNet, UNetConfig
+    from napari_unet.models.model_file import Model
+    from napari_unet.models.unet import UNet, UNetConfig
 
     net = UNet(UNetConfig(base=1, depth=0, norm="none"))
     with torch.no_grad():

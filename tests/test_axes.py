@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.axes import (
+from napari_unet.common.axes import (
     AxesError,
     guess_axes,
     labels_from_canonical,

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet import batch, cli
-from napari_unet.batch import BatchOptions, FileResult, expand_inputs, output_path, run_batch
+from napari_unet.cli import main as cli
+from napari_unet.scale import batch
+from napari_unet.scale.batch import BatchOptions, FileResult, expand_inputs, output_path, run_batch
 
 RNG = np.random.default_rng(1)
 
@@ -383,7 +384,7 @@ def test_cli_local_cluster_of_processes(tiny_model_path: Path, tmp_path: Path, c
     assert _listing(out) == ["a_labels.tif", "b_labels.tif", "c_labels.tif", "stack_labels.ome.zarr"]
     assert "4 segmented, 0 skipped (done), 1 failed" in captured.out
     from napari_unet import segment
-    from napari_unet.omezarr import read_ome_zarr
+    from napari_unet.io.omezarr import read_ome_zarr
 
     expected = segment(img, model=str(tiny_model_path), axes="ZYX", device="cpu")
     np.testing.assert_array_equal(np.asarray(read_ome_zarr(out / "stack_labels.ome.zarr")[0]), expected)
@@ -397,7 +398,7 @@ def test_cli_local_cluster_of_processes(tiny_model_path: Path, tmp_path: Path, c
 
 
 def _zarr_image(path: Path, seed: int = 0) -> np.ndarray:
-    from napari_unet.omezarr import write_ome_zarr
+    from napari_unet.io.omezarr import write_ome_zarr
 
     img = np.stack([_blobs(seed), _blobs(seed + 1)])
     write_ome_zarr(path, img, "ZYX", pixel_size={"Z": 2.0, "Y": 0.5, "X": 0.5}, unit="µm")
@@ -405,8 +406,9 @@ def _zarr_image(path: Path, seed: int = 0) -> np.ndarray:
 
 
 def test_ome_zarr_in_and_out_resumable(tiny_model_path: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    from napari_unet import omezarr, segment
-    from napari_unet.omezarr import read_ome_zarr
+    from napari_unet import segment
+    from napari_unet.io import omezarr
+    from napari_unet.io.omezarr import read_ome_zarr
 
     data = tmp_path / "data"
     data.mkdir()
@@ -457,7 +459,7 @@ def test_big_tiff_to_tiff_is_segmented_block_by_block(
     tiny_model_path: Path, tmp_path: Path, monkeypatch
 ) -> None:
     """A TIFF read lazily goes through the chunked engine even when the output is a TIFF."""
-    from napari_unet import chunked
+    from napari_unet.scale import chunked
 
     src = tmp_path / "in"
     src.mkdir()
@@ -484,7 +486,7 @@ def test_z_step_from_the_file_reaches_the_3d_postprocessing(
     tiny_model_path: Path, tmp_path: Path, monkeypatch
 ) -> None:
     """An ImageJ z-stack with a 1.5 um z step and 0.5 um pixels is segmented with anisotropy 3."""
-    import napari_unet.predict as predict
+    import napari_unet.engine.predict as predict
 
     seen = []
     real = predict.iter_segment
@@ -506,8 +508,8 @@ def test_tyx_hyperstack_axes_from_metadata_each_frame_as_if_alone(tmp_path: Path
     """A (3, 128, 128) stack whose shape says ZYX but whose ImageJ metadata says TYX: the CLI
     segments it per frame, and every frame gives the objects that frame gives on its own."""
     from napari_unet import load_model, segment
-    from napari_unet.metrics import match
-    from napari_unet.synthetic import nuclei_timelapse
+    from napari_unet.engine.metrics import match
+    from napari_unet.samples.synthetic import nuclei_timelapse
 
     movie = nuclei_timelapse(n_frames=3, shape=(128, 128), n_nuclei=6, seed=3).image
     src = tmp_path / "movie.tif"
@@ -525,7 +527,7 @@ def test_tyx_hyperstack_axes_from_metadata_each_frame_as_if_alone(tmp_path: Path
 
 def test_track_keeps_each_nucleus_id_through_a_time_lapse(tmp_path: Path) -> None:
     """--track: the synthetic movie's truth keeps a nucleus' id in every frame; so must we."""
-    from napari_unet.synthetic import nuclei_timelapse
+    from napari_unet.samples.synthetic import nuclei_timelapse
 
     movie = nuclei_timelapse(n_frames=3, shape=(128, 128), n_nuclei=6, seed=3)
     # a nucleus appears top left in frame 1: numbering each frame in raster order would shift

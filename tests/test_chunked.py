@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_unet import chunked, predict
-from napari_unet.chunked import iter_segment_to_zarr, plan_blocks, segment_chunked, segment_to_zarr
-from napari_unet.metrics import match
-from napari_unet.postprocess import ball
-from napari_unet.predict import PredictConfig, anisotropy_from_pixel_size, segment
-from napari_unet.registry import load_model
-from napari_unet.synthetic import nuclei_3d
+from napari_unet.engine import predict
+from napari_unet.engine.metrics import match
+from napari_unet.engine.postprocess import ball
+from napari_unet.engine.predict import PredictConfig, anisotropy_from_pixel_size, segment
+from napari_unet.models.registry import load_model
+from napari_unet.samples.synthetic import nuclei_3d
+from napari_unet.scale import chunked
+from napari_unet.scale.chunked import iter_segment_to_zarr, plan_blocks, segment_chunked, segment_to_zarr
 
 FP32 = PredictConfig(amp=False)
 

@@ -62,7 +62,7 @@ def viewer_widget(make_napari_viewer, tiny_model_path: Path, qtbot):
 
 
 def _image(shape: tuple[int, ...]) -> np.ndarray:
-    from napari_unet.synthetic import nuclei_2d
+    from napari_unet.samples.synthetic import nuclei_2d
 
     s = nuclei_2d(shape=shape[-2:], n_nuclei=10, radius=(6, 10), seed=1)
     return np.broadcast_to(s.image, shape).copy()
@@ -84,7 +84,7 @@ def test_whole_lazy_stack_goes_to_a_zarr_store(viewer_widget, qtbot, tmp_path, m
     assert tuple(labels.scale) == (2.0, 0.5, 0.5)
     stores = list(tmp_path.glob("*.ome.zarr"))
     assert len(stores) == 1 and not list(tmp_path.glob(".*"))  # finished: no temp store left
-    from napari_unet.predict import segment
+    from napari_unet.engine.predict import segment
 
     mem = segment(image, model=widget.selected_model(), axes="ZYX", config=widget.predict_config())
     assert np.array_equal(np.asarray(labels.data[:]) > 0, mem > 0)

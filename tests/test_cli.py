@@ -18,9 +18,11 @@ import tifffile
 import torch
 from PIL import Image
 
-from napari_unet import __version__, cli
-from napari_unet.model import Model, UNet, UNetConfig
-from napari_unet.registry import bundled_model_path
+from napari_unet import __version__
+from napari_unet.cli import main as cli
+from napari_unet.models.model_file import Model
+from napari_unet.models.registry import bundled_model_path
+from napari_unet.models.unet import UNet, UNetConfig
 
 RNG = np.random.default_rng(0)
 CARD = {"name": "tiny", "normalization": {"low": 1, "high": 99.8}}
@@ -162,7 +164,7 @@ def test_min_size_reaches_postprocessing(tiny_model: Path, out: Path, tmp_path: 
 def test_diameter_reaches_predict_config(
     tiny_model: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import napari_unet.predict as predict
+    import napari_unet.engine.predict as predict
 
     seen = []
     real = predict.iter_segment
@@ -455,7 +457,7 @@ def test_usage_errors(bad: list[str], tmp_path: Path, capsys) -> None:
 
 
 def test_ctrl_c_during_prediction(tiny_model: Path, out: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    import napari_unet.predict as predict
+    import napari_unet.engine.predict as predict
 
     src = tmp_path / "cells.tif"
     tifffile.imwrite(src, _blobs())
@@ -525,7 +527,7 @@ def test_console_script_end_to_end(tiny_model: Path, tmp_path: Path) -> None:
 
 def test_help_does_not_import_torch() -> None:
     code = (
-        "import sys; from napari_unet import cli\n"
+        "import sys; from napari_unet.cli import main as cli\n"
         "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules, 'torch imported for --help'"
     )

@@ -6,15 +6,23 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.model import Model, UNet, UNetConfig
-from napari_unet.targets import BACKGROUND, BOUNDARY, INTERIOR, encode_classes, touching_zone, weight_map
-from napari_unet.train import (
+from napari_unet.models.model_file import Model
+from napari_unet.models.unet import UNet, UNetConfig
+from napari_unet.training.loop import (
     NoAnnotationError,
     Sample,
     TrainConfig,
     iter_train,
     make_batch,
     weighted_loss,
+)
+from napari_unet.training.targets import (
+    BACKGROUND,
+    BOUNDARY,
+    INTERIOR,
+    encode_classes,
+    touching_zone,
+    weight_map,
 )
 
 

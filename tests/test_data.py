@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.axes import AxesError
-from napari_unet.data import AnnotationError, samples_from_arrays
-from napari_unet.model import Model, UNet, UNetConfig
-from napari_unet.normalize import normalize
-from napari_unet.train import NoAnnotationError, TrainConfig, make_batch, weighted_loss
+from napari_unet.common.axes import AxesError
+from napari_unet.engine.normalize import normalize
+from napari_unet.models.model_file import Model
+from napari_unet.models.unet import UNet, UNetConfig
+from napari_unet.training.annotations import AnnotationError, samples_from_arrays
+from napari_unet.training.loop import NoAnnotationError, TrainConfig, make_batch, weighted_loss
 
 RNG = np.random.default_rng(0)
 

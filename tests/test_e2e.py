@@ -1,6 +1,6 @@
 """End to end, as a user: dock Segment from the plugin menu, open the sample, click, score.
 
-Uses the bundled model (``src/napari_unet/weights/nuclei.pt``, made by
+Uses the bundled model (``src/napari_unet/models/weights/nuclei.pt``, made by
 ``scripts/train_bundled.py``); skipped with the reason when that file is not there.
 
 Why F1 >= 0.85 at IoU 0.5 on ``nuclei_2d``: the bundled model is trained on DSB 2018 real
@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.metrics import match
-from napari_unet.registry import bundled_model_path
+from napari_unet.engine.metrics import match
+from napari_unet.models.registry import bundled_model_path
 
 F1_MIN = 0.85
 WAIT_MS = 300_000
@@ -103,8 +103,8 @@ def test_open_a_calibrated_ome_zarr_segment_lazily_and_save(make_napari_viewer, 
     """Issue 4 as a user: open an OME-Zarr z-stack (z step 1 um, pixels 0.5 um) with the plugin's
     reader, segment the whole stack (lazy: the chunked engine into a zarr-backed Labels layer),
     check one id per nucleus through z against the truth, save as OME-Zarr and reopen it."""
-    from napari_unet.omezarr import read_ome_zarr, write_ome_zarr
-    from napari_unet.synthetic import nuclei_3d
+    from napari_unet.io.omezarr import read_ome_zarr, write_ome_zarr
+    from napari_unet.samples.synthetic import nuclei_3d
 
     s = nuclei_3d(shape=(32, 192, 192), n_nuclei=20, z_spacing=2.0, seed=11)
     src = tmp_path / "stack.ome.zarr"

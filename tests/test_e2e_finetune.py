@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.metrics import match
-from napari_unet.registry import bundled_model_path
+from napari_unet.engine.metrics import match
+from napari_unet.models.registry import bundled_model_path
 
 WAIT_MS = 300_000
 

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import napari_unet
-from napari_unet import train
-from napari_unet.data import samples_from_arrays
-from napari_unet.model import Model, UNet, UNetConfig
-from napari_unet.predict import segment
-from napari_unet.train import (
+from napari_unet.engine.predict import segment
+from napari_unet.models.model_file import Model
+from napari_unet.models.unet import UNet, UNetConfig
+from napari_unet.training import loop as train
+from napari_unet.training.annotations import samples_from_arrays
+from napari_unet.training.loop import (
     FinetuneStep,
     HeldOutScore,
     NoAnnotationError,
@@ -240,7 +241,7 @@ def test_time_budget_ends_training() -> None:
 def test_card_records_the_size_of_the_objects_it_learnt() -> None:
     """Disks of radius 12 (diameter 24): the fine-tuned card says ~24, so Segment's *diameter*
     rescales relative to what this model saw, not to its parent's 20 px."""
-    from napari_unet.train import median_object_diameter
+    from napari_unet.training.loop import median_object_diameter
 
     lab = np.zeros((128, 128), np.int32)
     yy, xx = np.mgrid[:128, :128]

@@ -111,7 +111,8 @@ def test_preview_window_and_progress() -> None:
 def _tiny():
     import torch
 
-    from napari_unet.model import Model, UNet, UNetConfig
+    from napari_unet.models.model_file import Model
+    from napari_unet.models.unet import UNet, UNetConfig
 
     card = {"name": "tiny", "target": "3class-bg-interior-boundary", "postprocess": {"min_size": 3}}
     torch.manual_seed(0)
@@ -119,7 +120,7 @@ def _tiny():
 
 
 def _blobs(shape: tuple[int, ...], seed: int = 0, n: int = 8):
-    from napari_unet.synthetic import nuclei_2d
+    from napari_unet.samples.synthetic import nuclei_2d
 
     s = nuclei_2d(shape=shape[-2:], n_nuclei=n, radius=(6, 10), seed=seed)
     return np.broadcast_to(s.image, shape).copy(), np.broadcast_to(s.labels, shape).copy()
@@ -129,8 +130,8 @@ def test_preview_hook_sees_the_training_net_in_eval_mode() -> None:
     """The core calls the preview in its own thread with the current weights, then resumes."""
     from dataclasses import replace
 
-    from napari_unet.data import samples_from_arrays
-    from napari_unet.train import FINETUNE_DEFAULTS, iter_finetune
+    from napari_unet.training.annotations import samples_from_arrays
+    from napari_unet.training.loop import FINETUNE_DEFAULTS, iter_finetune
 
     image, labels = _blobs((96, 96))
     model = _tiny()
@@ -357,7 +358,7 @@ def test_ignore_label_marks_unannotated_pixels(docked, qtbot, notes) -> None:
 
 def test_an_error_in_the_worker_leaves_the_widget_usable(docked, qtbot, notes, monkeypatch) -> None:
     """superqt drops RuntimeError (torch's out-of-memory type); the job converts it."""
-    from napari_unet import train
+    from napari_unet.training import loop as train
 
     real = train.iter_finetune
 
@@ -382,7 +383,7 @@ def test_an_error_in_the_worker_leaves_the_widget_usable(docked, qtbot, notes, m
 def test_save_failure_keeps_the_model_to_save_again_or_export(
     docked, qtbot, notes, monkeypatch, tmp_path, model_dir
 ) -> None:
-    from napari_unet.model import Model
+    from napari_unet.models.model_file import Model
 
     viewer, _, ft = docked
     image, truth = _blobs((96, 96))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from napari_unet._generators import drain
+from napari_unet.common.generators import drain
 
 
 def _work(log: list[str]):

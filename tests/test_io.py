@@ -12,8 +12,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_unet import io
-from napari_unet.io import ImageReadError, image_stem, map_tiff_axes, read_image, write_labels
+from napari_unet.io import images as io
+from napari_unet.io.images import ImageReadError, image_stem, map_tiff_axes, read_image, write_labels
 
 RNG = np.random.default_rng(0)
 
@@ -473,7 +473,7 @@ def test_six_dimensional_tiff_is_refused(tmp_path: Path) -> None:
 
 
 def test_open_image_png_and_zarr_routes(tmp_path: Path) -> None:
-    from napari_unet.omezarr import write_ome_zarr
+    from napari_unet.io.omezarr import write_ome_zarr
 
     png = tmp_path / "g.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.metrics import Matching, iou_matrix, match
-from napari_unet.postprocess import PostprocessParams, instances_from_classes, remove_small
-from napari_unet.targets import encode_classes
+from napari_unet.engine.metrics import Matching, iou_matrix, match
+from napari_unet.engine.postprocess import PostprocessParams, instances_from_classes, remove_small
+from napari_unet.training.targets import encode_classes
 
 
 def disks(shape=(64, 64), centers=((20, 20), (20, 34), (45, 45)), r=7) -> np.ndarray:
@@ -72,7 +72,7 @@ def test_count_objects_per_frame_in_memory_and_chunk_by_chunk(tmp_path) -> None:
     count read chunk by chunk."""
     import zarr
 
-    from napari_unet.metrics import count_objects
+    from napari_unet.engine.metrics import count_objects
 
     movie = np.zeros((2, 8, 8), np.uint32)
     movie[0, :2, :2], movie[0, 5:, 5:] = 1, 7  # ids with a gap

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.model import Model, ModelFileError, UNet, UNetConfig
+from napari_unet.models.model_file import Model, ModelFileError
+from napari_unet.models.unet import UNet, UNetConfig
 
 
 @pytest.mark.parametrize("depth", [0, 1, 2, 3])

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from napari_unet.model import FORMAT_NAME, FORMAT_VERSION, Model, ModelFileError, UNet, UNetConfig
-from napari_unet.registry import load_model
+from napari_unet.models.model_file import FORMAT_NAME, FORMAT_VERSION, Model, ModelFileError
+from napari_unet.models.registry import load_model
+from napari_unet.models.unet import UNet, UNetConfig
 
 
 class _CreatesFile:

@@ -22,7 +22,7 @@ def _names(widget) -> list[str]:
 
 
 def test_import_export_delete_and_roll_back(widget, tiny_model_path: Path, tmp_path: Path, notes) -> None:
-    from napari_unet.registry import list_models
+    from napari_unet.models.registry import list_models
 
     tiny_model_path.rename(tmp_path / "shared.pt")  # a file from a colleague, not yet a saved model
     widget._refresh_models()

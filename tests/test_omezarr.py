@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_unet.io import ImageReadError, open_image
-from napari_unet.omezarr import ome_zarr_writer, read_ome_zarr, read_ome_zarr_levels, write_ome_zarr
+from napari_unet.io.images import ImageReadError, open_image
+from napari_unet.io.omezarr import ome_zarr_writer, read_ome_zarr, read_ome_zarr_levels, write_ome_zarr
 
 RNG = np.random.default_rng(1)
 
@@ -258,7 +258,7 @@ def test_labels_writer_refuses_float(tmp_path: Path) -> None:
 
 def test_open_level_after_commit_is_writable(tmp_path: Path) -> None:
     """The streaming engine backs its Labels layer by the committed store, not the gone temp one."""
-    from napari_unet.omezarr import open_level
+    from napari_unet.io.omezarr import open_level
 
     with ome_zarr_writer(tmp_path / "l.zarr", (2, 8, 8), np.uint32, "ZYX", None, labels=True) as arr:
         arr[0] = 3

@@ -7,7 +7,18 @@ import sys
 
 import pytest
 
-CORE = ["model", "targets", "augment", "train", "postprocess", "metrics", "normalize", "devices", "registry"]
+CORE = [
+    "models.unet",
+    "models.model_file",
+    "models.registry",
+    "training.targets",
+    "training.augment",
+    "training.loop",
+    "engine.postprocess",
+    "engine.metrics",
+    "engine.normalize",
+    "engine.devices",
+]
 
 
 def run(code: str) -> subprocess.CompletedProcess:
@@ -23,8 +34,8 @@ def test_import_is_light() -> None:
 
 def test_core_imports_without_qt_or_napari() -> None:
     """Block Qt/napari/magicgui imports, then import every core module."""
-    modules = [*CORE, "tiling", "predict", "axes", "io", "data", "chunked", "omezarr", "batch", "cli"]
-    modules.append("synthetic")
+    modules = [*CORE, "engine.tiling", "engine.predict", "common.axes", "io.images", "training.annotations"]
+    modules += ["scale.chunked", "io.omezarr", "scale.batch", "cli.main", "samples.synthetic"]
     code = (
         "import sys\n"
         "class Block:\n"
@@ -44,8 +55,9 @@ def test_core_imports_without_qt_or_napari() -> None:
 
 def test_registry_lists_bundled_first(tmp_path, monkeypatch) -> None:
     torch = pytest.importorskip("torch")
-    from napari_unet.model import Model, ModelFileError, UNet, UNetConfig
-    from napari_unet.registry import BUNDLED_NAME, list_models, load_model, resolve_model_path
+    from napari_unet.models.model_file import Model, ModelFileError
+    from napari_unet.models.registry import BUNDLED_NAME, list_models, load_model, resolve_model_path
+    from napari_unet.models.unet import UNet, UNetConfig
 
     monkeypatch.setenv("NAPARI_UNET_MODEL_DIR", str(tmp_path))
     torch.set_num_threads(1)

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet import predict
-from napari_unet.axes import AxesError
-from napari_unet.devices import autocast_dtype
-from napari_unet.model import Model, UNet, UNetConfig
-from napari_unet.normalize import BadImageError
-from napari_unet.postprocess import PostprocessParams
-from napari_unet.predict import PredictConfig, Progress, iter_probabilities, iter_segment, segment
+from napari_unet.common.axes import AxesError
+from napari_unet.engine import predict
+from napari_unet.engine.devices import autocast_dtype
+from napari_unet.engine.normalize import BadImageError
+from napari_unet.engine.postprocess import PostprocessParams
+from napari_unet.engine.predict import PredictConfig, Progress, iter_probabilities, iter_segment, segment
+from napari_unet.models.model_file import Model
+from napari_unet.models.unet import UNet, UNetConfig
 
 FP32 = PredictConfig(amp=False)
 
@@ -289,7 +290,7 @@ def _reference_instances(interior, foreground, params):
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
-    from napari_unet.postprocess import remove_small
+    from napari_unet.engine.postprocess import remove_small
 
     mask = foreground > params.threshold
     if not mask.any():
@@ -315,7 +316,7 @@ def _reference_instances(interior, foreground, params):
 def test_fast_postprocess_equals_whole_image_watershed(ndim, seed):
     from scipy import ndimage as ndi
 
-    from napari_unet.postprocess import instances_from_probabilities
+    from napari_unet.engine.postprocess import instances_from_probabilities
 
     rng = np.random.default_rng(seed)
     shape = (96, 128) if ndim == 2 else (12, 64, 64)

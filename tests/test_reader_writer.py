@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet import _reader
-from napari_unet._reader import get_reader
-from napari_unet._writer import label_axes, write_labels_tiff, write_labels_zarr
-from napari_unet.io import ImageReadError, open_image, read_image
-from napari_unet.omezarr import read_ome_zarr, write_ome_zarr
+from napari_unet.io import napari_reader as _reader
+from napari_unet.io.images import ImageReadError, open_image, read_image
+from napari_unet.io.napari_reader import get_reader
+from napari_unet.io.napari_writer import label_axes, write_labels_tiff, write_labels_zarr
+from napari_unet.io.omezarr import read_ome_zarr, write_ome_zarr
 
 RNG = np.random.default_rng(2)
 PLUGIN = "napari-unet"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from napari_unet.model import Model, ModelFileError, UNet, UNetConfig
-from napari_unet.registry import (
+from napari_unet.models.model_file import Model, ModelFileError
+from napari_unet.models.registry import (
     BUNDLED_NAME,
     ModelSaveError,
     delete_model,
@@ -21,6 +21,7 @@ from napari_unet.registry import (
     load_model,
     save_version,
 )
+from napari_unet.models.unet import UNet, UNetConfig
 
 
 def tuned_model() -> Model:
@@ -124,7 +125,7 @@ def test_unusable_model_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_cli_models_manage_versions(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from napari_unet import cli
+    from napari_unet.cli import main as cli
 
     saved = save_version(tuned_model(), "mine")
     out = tmp_path / "shared"
@@ -151,7 +152,7 @@ def test_cli_models_manage_versions(model_dir: Path, tmp_path: Path, capsys: pyt
 def test_cli_models_errors_are_one_line(
     model_dir: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
 ) -> None:
-    from napari_unet import cli
+    from napari_unet.cli import main as cli
 
     assert cli.main(["models", *args]) == 1
     err = capsys.readouterr().err
@@ -161,7 +162,7 @@ def test_cli_models_errors_are_one_line(
 def test_cli_models_import_refuses_junk(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from napari_unet import cli
+    from napari_unet.cli import main as cli
 
     junk = tmp_path / "junk.pt"
     junk.write_text("not a model")

@@ -134,7 +134,7 @@ def viewer_widget(make_napari_viewer, tiny_model_path: Path, qtbot):
 
 
 def _blobs(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    from napari_unet.synthetic import nuclei_2d
+    from napari_unet.samples.synthetic import nuclei_2d
 
     s = nuclei_2d(shape=shape[-2:], n_nuclei=8, radius=(6, 10), seed=seed)
     return np.broadcast_to(s.image, shape).copy()
@@ -378,7 +378,7 @@ def test_a_runtime_error_in_the_worker_still_reaches_the_user(
     viewer_widget, qtbot, notes, monkeypatch
 ) -> None:
     """superqt drops RuntimeError (torch's out-of-memory type) silently; the job converts it."""
-    from napari_unet import predict
+    from napari_unet.engine import predict
 
     def boom(*args, **kwargs):
         raise RuntimeError("out of memory: tried to allocate 9 GiB\nlong torch traceback text")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_unet import synthetic
-from napari_unet._sample_data import (
+from napari_unet.samples import synthetic
+from napari_unet.samples.napari_samples import (
     SampleUnavailableError,
     human_mitosis,
     nuclei_2d,
@@ -113,7 +113,7 @@ def test_samples_give_image_and_ground_truth(sample, name: str, ndim: int, scale
 
 
 def test_human_mitosis_never_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
-    from napari_unet import _sample_data
+    from napari_unet.samples import napari_samples as _sample_data
 
     monkeypatch.setattr(_sample_data, "_skimage_cached", lambda name: None)
     with pytest.raises(SampleUnavailableError, match="not downloaded"):
@@ -126,7 +126,8 @@ def test_generator_samples_and_widget_rules_import_no_gui() -> None:
     import sys
 
     code = (
-        "import sys, napari_unet.synthetic, napari_unet._sample_data, napari_unet._widgets._plan\n"
+        "import sys, napari_unet.samples.synthetic, napari_unet.samples.napari_samples\n"
+        "import napari_unet._widgets._plan\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('qtpy', 'PyQt5', 'PyQt6', 'PySide2', "
         "'PySide6', 'napari', 'magicgui', 'torch'))\n"
         "assert not bad, bad\n"

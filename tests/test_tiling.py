@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.model import UNet, UNetConfig
-from napari_unet.tiling import TilingError, grid_for_net, make_grid, plan_axis
+from napari_unet.engine.tiling import TilingError, grid_for_net, make_grid, plan_axis
+from napari_unet.models.unet import UNet, UNetConfig
 
 SHAPES = [(1, 1), (1, 9), (5, 7), (16, 16), (17, 33), (64, 64), (100, 300), (257, 129), (300, 517)]
 

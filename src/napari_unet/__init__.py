@@ -16,18 +16,18 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 _LAZY = {
-    "load_model": ("napari_unet.registry", "load_model"),
-    "list_models": ("napari_unet.registry", "list_models"),
-    "segment": ("napari_unet.predict", "segment"),
-    "finetune": ("napari_unet.train", "finetune"),
-    "iter_segment": ("napari_unet.predict", "iter_segment"),
-    "Model": ("napari_unet.model", "Model"),
-    "UNet": ("napari_unet.model", "UNet"),
-    "UNetConfig": ("napari_unet.model", "UNetConfig"),
-    "open_image": ("napari_unet.io", "open_image"),
-    "segment_to_zarr": ("napari_unet.chunked", "segment_to_zarr"),
-    "run_batch": ("napari_unet.batch", "run_batch"),
-    "BatchOptions": ("napari_unet.batch", "BatchOptions"),
+    "load_model": ("napari_unet.models.registry", "load_model"),
+    "list_models": ("napari_unet.models.registry", "list_models"),
+    "segment": ("napari_unet.engine.predict", "segment"),
+    "finetune": ("napari_unet.training.loop", "finetune"),
+    "iter_segment": ("napari_unet.engine.predict", "iter_segment"),
+    "Model": ("napari_unet.models.model_file", "Model"),
+    "UNet": ("napari_unet.models.unet", "UNet"),
+    "UNetConfig": ("napari_unet.models.unet", "UNetConfig"),
+    "open_image": ("napari_unet.io.images", "open_image"),
+    "segment_to_zarr": ("napari_unet.scale.chunked", "segment_to_zarr"),
+    "run_batch": ("napari_unet.scale.batch", "run_batch"),
+    "BatchOptions": ("napari_unet.scale.batch", "BatchOptions"),
 }
 
 __all__ = [
@@ -47,13 +47,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .batch import BatchOptions, run_batch
-    from .chunked import segment_to_zarr
-    from .io import open_image
-    from .model import Model, UNet, UNetConfig
-    from .predict import iter_segment, segment
-    from .registry import list_models, load_model
-    from .train import finetune
+    from napari_unet.engine.predict import iter_segment, segment
+    from napari_unet.io.images import open_image
+    from napari_unet.models.model_file import Model
+    from napari_unet.models.registry import list_models, load_model
+    from napari_unet.models.unet import UNet, UNetConfig
+    from napari_unet.scale.batch import BatchOptions, run_batch
+    from napari_unet.scale.chunked import segment_to_zarr
+    from napari_unet.training.loop import finetune
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,7 @@
   from Segment's own writes by the plane fingerprints Segment records;
 * a Shapes layer's rectangles / polygons / ellipses -> a "reviewed" mask in the labels' pixels;
 * the preview window (the plane on screen, around the view's centre, bounded in size);
-* the job a napari worker drives: samples, :func:`~napari_unet.train.iter_finetune` with a
+* the job a napari worker drives: samples, :func:`~napari_unet.training.loop.iter_finetune` with a
   preview hook, saving the result, with torch left one core short so the GUI stays smooth.
 
 Everything here is plain numpy / torch so the rules are tested without a display.
@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .._generators import drain
+from napari_unet.common.generators import drain
+
 from ._plan import plane_hash
 
 Plane = tuple[int, ...]  # index over the labels' leading (T / Z) axes; () for a 2D image
@@ -61,7 +62,7 @@ def plane_name(plane: Plane, lead: str) -> str:
 
 
 def planes_to_slices(planes: Iterable[Plane], lead: str) -> list[Any]:
-    """Planes -> the ``slices`` argument of :func:`napari_unet.data.samples_from_arrays`:
+    """Planes -> the ``slices`` argument of :func:`napari_unet.training.annotations.samples_from_arrays`:
     ints for one stack axis, (t, z) pairs for two."""
     out: list[Any] = []
     for p in planes:
@@ -261,8 +262,8 @@ class PlanePreview:
     def __call__(self, model: Any) -> PreviewResult | None:
         import time
 
-        from ..axes import to_canonical
-        from ..predict import (
+        from napari_unet.common.axes import to_canonical
+        from napari_unet.engine.predict import (
             PredictConfig,
             _bounds,
             _channels,
@@ -386,16 +387,16 @@ def finetune_job(
 
     Stop is ``stop.set()``: training ends at the next step and the best weights are still
     returned and saved (``worker.quit()`` would drop them). Saving happens here, off the GUI
-    thread; a :class:`~napari_unet.registry.ModelSaveError` is returned, not raised, so the
+    thread; a :class:`~napari_unet.models.registry.ModelSaveError` is returned, not raised, so the
     trained model is never lost. ``done`` is set when the generator ends, however it ends.
     """
     from dataclasses import replace
 
     import torch
 
-    from ..data import samples_from_arrays
-    from ..registry import ModelSaveError, save_version
-    from ..train import FINETUNE_DEFAULTS, annotation_summary, iter_finetune
+    from napari_unet.models.registry import ModelSaveError, save_version
+    from napari_unet.training.annotations import samples_from_arrays
+    from napari_unet.training.loop import FINETUNE_DEFAULTS, annotation_summary, iter_finetune
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads or gui_threads())

@@ -1,7 +1,7 @@
 """Whole-stack segmentation of a lazy (dask or zarr) image layer, without Qt.
 
 A layer whose data is lazy may be larger than memory, so "whole stack" must not load it: the
-chunked engine (:mod:`napari_unet.chunked`) writes the labels block by block into an OME-Zarr
+chunked engine (:mod:`napari_unet.scale.chunked`) writes the labels block by block into an OME-Zarr
 store in the user cache folder, and the Labels layer is backed by that store's zarr array
 (napari reads the planes it shows; painting writes into the store).
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import count_objects
+from napari_unet.engine.metrics import count_objects
 
 CACHE_ENV = "NAPARI_UNET_CACHE_DIR"
 
@@ -64,7 +64,7 @@ def remove_store(path: Path) -> bool:
 
 
 def open_labels(path: Path) -> Any:
-    """The labels array of a store written by :func:`napari_unet.chunked.segment_to_zarr`,
+    """The labels array of a store written by :func:`napari_unet.scale.chunked.segment_to_zarr`,
     open for reading and painting."""
     import zarr
 
@@ -77,7 +77,7 @@ def segment_lazy(
 ) -> Generator[Any, None, tuple[Any, str, int]]:
     """Run in the worker: the chunked engine into ``path``; returns (labels array, their axes,
     number of objects). The labels' axes are the image's in OME-NGFF order (``TZYX``)."""
-    from ..chunked import iter_segment_to_zarr
+    from napari_unet.scale.chunked import iter_segment_to_zarr
 
     yield from iter_segment_to_zarr(image, path, axes=axes, **kwargs)
     labels = open_labels(path)

@@ -13,7 +13,7 @@ from typing import Any
 
 from qtpy.QtCore import QObject, Signal
 
-from ..model import Model
+from napari_unet.models.model_file import Model
 
 
 class ModelState(QObject):
@@ -47,7 +47,7 @@ class ModelState(QObject):
         """
         from pathlib import Path
 
-        from ..registry import load_model, resolve_model_path
+        from napari_unet.models.registry import load_model, resolve_model_path
 
         p = Path(path or self.path or resolve_model_path(None))
         key = (str(p), p.stat().st_mtime if p.exists() else 0.0)

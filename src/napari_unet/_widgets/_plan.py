@@ -65,9 +65,9 @@ def layer_axes(shape: Sequence[int], rgb: bool, axis_labels: Sequence[str] | Non
     """The best first guess of a layer's axes, which the user may then correct.
 
     ``hint`` (e.g. ``layer.metadata['axes']`` written by a reader or our samples) wins, then
-    axis labels that name axes, then :func:`napari_unet.axes.guess_axes` on the shape.
+    axis labels that name axes, then :func:`napari_unet.common.axes.guess_axes` on the shape.
     """
-    from ..axes import guess_axes
+    from napari_unet.common.axes import guess_axes
 
     ndim = len(shape)
     if hint and len(hint) == ndim and set(hint.upper()) <= set(AXIS_LETTERS):

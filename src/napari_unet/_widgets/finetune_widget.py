@@ -46,8 +46,8 @@ from ._model_state import model_state
 if TYPE_CHECKING:
     import napari
 
-    from ..model import Model
-    from ..train import FinetuneStep
+    from napari_unet.models.model_file import Model
+    from napari_unet.training.loop import FinetuneStep
 
 NO_REGIONS = "(whole planes)"
 MODEL_FILE_FILTER = "napari-unet model (*.pt);;All files (*)"
@@ -93,7 +93,7 @@ class FinetuneWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from ..devices import select_device
+        from napari_unet.engine.devices import select_device
 
         self.viewer = napari_viewer
         self.model_state = model_state(napari_viewer)
@@ -338,7 +338,7 @@ class FinetuneWidget(QWidget):
 
     def _axes(self) -> str | None:
         """The image's axes as typed, if they fit the image; None otherwise."""
-        from ..axes import AxesError, validate_axes
+        from napari_unet.common.axes import AxesError, validate_axes
 
         layer = self.selected_image()
         if layer is None:
@@ -457,7 +457,7 @@ class FinetuneWidget(QWidget):
 
     # ----------------------------------------------------------------- model
     def _show_model(self, *_: Any) -> None:
-        from ..registry import bundled_model_path
+        from napari_unet.models.registry import bundled_model_path
 
         path = self.model_state.path
         if path is None or Path(path) == bundled_model_path():
@@ -490,7 +490,7 @@ class FinetuneWidget(QWidget):
 
     def _build_request(self) -> fp.FinetuneRequest | None:
         """Copy what the run needs out of the layers, or say why there is nothing to train on."""
-        from ..axes import AxesError, validate_axes
+        from napari_unet.common.axes import AxesError, validate_axes
 
         image, labels = self.selected_image(), self.selected_labels()
         if image is None or labels is None:
@@ -583,7 +583,7 @@ class FinetuneWidget(QWidget):
 
     def start(self) -> None:
         """Start a run: copy the layers here, train in a worker."""
-        from ..model import ModelFileError
+        from napari_unet.models.model_file import ModelFileError
 
         if self.worker is not None:
             return
@@ -792,7 +792,7 @@ class FinetuneWidget(QWidget):
 
     def save_result(self) -> bool:
         """Retry saving the last fine-tuned model (after a full disk or unwritable folder)."""
-        from ..registry import ModelSaveError, save_version
+        from napari_unet.models.registry import ModelSaveError, save_version
 
         if self._result is None:
             return False

@@ -2,7 +2,7 @@
 
 Thin glue only. Decisions that are not Qt (which part of the image, where the result goes,
 whether that would destroy user edits) live in :mod:`._plan`; the work itself is
-:func:`napari_unet.predict.iter_segment`, a generator that a napari worker drives, one
+:func:`napari_unet.engine.predict.iter_segment`, a generator that a napari worker drives, one
 yield per tile, so the GUI keeps repainting and Stop takes effect at the next tile.
 """
 
@@ -37,7 +37,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..metrics import count_objects
+from napari_unet.engine.metrics import count_objects
+
 from . import _gc, _lazy, _plan
 from ._choosers import fill_layer_combo
 from ._model_state import model_state
@@ -45,9 +46,9 @@ from ._model_state import model_state
 if TYPE_CHECKING:
     import napari
 
-    from ..model import Model
-    from ..postprocess import PostprocessParams
-    from ..predict import PredictConfig, Progress
+    from napari_unet.engine.postprocess import PostprocessParams
+    from napari_unet.engine.predict import PredictConfig, Progress
+    from napari_unet.models.model_file import Model
 
 LOAD_FROM_FILE = "Load from file..."
 MODEL_FILE_FILTER = "napari-unet model (*.pt);;All files (*)"
@@ -81,7 +82,7 @@ def segment_job(
 ) -> Generator[Progress, None, JobResult]:
     """Run in the worker thread: :func:`iter_segment`, every error made reportable, and the
     counting and fingerprinting done here rather than on the GUI thread."""
-    from ..predict import iter_segment
+    from napari_unet.engine.predict import iter_segment
 
     try:
         labels = yield from iter_segment(image, axes=axes, **kwargs)
@@ -108,7 +109,7 @@ def _with_anisotropy(config: PredictConfig, scale: tuple[float, ...], axes: str)
     """A z-stack's z/xy pixel-size ratio from the layer's scale (napari's default 1s: unknown)."""
     from dataclasses import replace
 
-    from ..predict import anisotropy_from_pixel_size
+    from napari_unet.engine.predict import anisotropy_from_pixel_size
 
     kept = [a for a in axes if a != "C"]
     if config.anisotropy is not None or "Z" not in kept or len(scale) != len(kept):
@@ -339,7 +340,7 @@ class SegmentWidget(QWidget):
 
     # ----------------------------------------------------------------- models
     def _refresh_models(self) -> None:
-        from ..registry import list_models
+        from napari_unet.models.registry import list_models
 
         current = self.model_combo.currentData()
         self.model_combo.blockSignals(True)
@@ -372,15 +373,15 @@ class SegmentWidget(QWidget):
 
     def _selected_version(self) -> str | None:
         """Name of the selected model if it is a saved version (the only kind one may delete)."""
-        from ..registry import list_models
+        from napari_unet.models.registry import list_models
 
         path = self.model_combo.itemData(self._model_index)
         return next((i.name for i in list_models() if not i.bundled and str(i.path) == path), None)
 
     def import_model_file(self, path: str | Path | None = None) -> bool:
         """Copy a model file into the saved models (checked first) and select it."""
-        from ..model import ModelFileError
-        from ..registry import import_model
+        from napari_unet.models.model_file import ModelFileError
+        from napari_unet.models.registry import import_model
 
         path = path or self._ask_model_file()
         if not path:
@@ -397,8 +398,8 @@ class SegmentWidget(QWidget):
 
     def export_selected(self, path: str | Path | None = None) -> Path | None:
         """Write the selected model to a file the user picks (to share or archive it)."""
-        from ..model import ModelFileError
-        from ..registry import export_model
+        from napari_unet.models.model_file import ModelFileError
+        from napari_unet.models.registry import export_model
 
         src = self.model_combo.itemData(self._model_index)
         if path is None:
@@ -417,7 +418,7 @@ class SegmentWidget(QWidget):
 
     def delete_selected(self, confirm: bool = True) -> bool:
         """Delete the selected saved version and go back to the bundled model."""
-        from ..registry import delete_model
+        from napari_unet.models.registry import delete_model
 
         name = self._selected_version()
         if name is None:
@@ -466,7 +467,7 @@ class SegmentWidget(QWidget):
 
     def load_model_file(self, path: str | Path) -> bool:
         """Add a model file to the chooser and select it; a bad file is reported, not raised."""
-        from ..model import ModelFileError
+        from napari_unet.models.model_file import ModelFileError
 
         try:
             model = self._load(str(path))
@@ -483,8 +484,8 @@ class SegmentWidget(QWidget):
 
     def _select_model_at(self, index: int) -> None:
         """Make ``index`` current and take threshold / min size from its model card."""
-        from ..model import ModelFileError
-        from ..postprocess import PostprocessParams
+        from napari_unet.engine.postprocess import PostprocessParams
+        from napari_unet.models.model_file import ModelFileError
 
         if index < 0 or self.model_combo.itemData(index) is None:
             return
@@ -507,7 +508,7 @@ class SegmentWidget(QWidget):
 
     def postprocess_params(self, model: Model) -> PostprocessParams:
         """The widget's threshold and min size; the seed settings come from the model card."""
-        from ..postprocess import PostprocessParams
+        from napari_unet.engine.postprocess import PostprocessParams
 
         d = PostprocessParams()
         post = model.card.get("postprocess") or {}
@@ -521,7 +522,7 @@ class SegmentWidget(QWidget):
     def predict_config(self) -> PredictConfig:
         """The engine's defaults (its tiles are small enough for a progress step and a Stop
         point every fraction of a second) plus the nucleus diameter (0 = as trained)."""
-        from ..predict import PredictConfig
+        from napari_unet.engine.predict import PredictConfig
 
         diameter = float(self.diameter_spin.value())
         return PredictConfig(diameter=diameter if diameter > 0 else None)
@@ -534,8 +535,8 @@ class SegmentWidget(QWidget):
 
     def segment(self) -> None:
         """Start a run: copy what it needs from the layers here, compute in a worker."""
-        from ..axes import AxesError, validate_axes
-        from ..model import ModelFileError
+        from napari_unet.common.axes import AxesError, validate_axes
+        from napari_unet.models.model_file import ModelFileError
 
         if self.worker is not None:
             return

@@ -2,8 +2,8 @@
 
 The same loop trains the bundled model (``scripts/train_bundled.py``) and fine-tunes a
 model on a user's corrections. Each step draws augmented crops from the samples
-(:mod:`napari_unet.augment`), encodes the labels as background / interior / boundary
-(:mod:`napari_unet.targets`) and minimises a weighted cross-entropy. Pixels outside a
+(:mod:`napari_unet.training.augment`), encodes the labels as background / interior / boundary
+(:mod:`napari_unet.training.targets`) and minimises a weighted cross-entropy. Pixels outside a
 sample's ``mask`` get weight 0: they are "not annotated", never learned as background.
 """
 
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._generators import drain
-from .augment import AugmentParams, jitter_intensity, random_crop
-from .devices import autocast_dtype, select_device
-from .model import Model
-from .targets import encode_classes, weight_map
+from napari_unet.common.generators import drain
+from napari_unet.engine.devices import autocast_dtype, select_device
+from napari_unet.models.model_file import Model
+from napari_unet.training.augment import AugmentParams, jitter_intensity, random_crop
+from napari_unet.training.targets import encode_classes, weight_map
 
 
 class NoAnnotationError(ValueError):
@@ -340,9 +340,9 @@ def evaluate_heldout(
     model: Model, held: Sequence[HeldOut], cfg: TrainConfig, device: torch.device
 ) -> HeldOutScore:
     """Score ``model`` on the held-out parts as prediction would run it (eval mode, fused BN)."""
-    from .metrics import Matching, match
-    from .postprocess import instances_from_classes
-    from .predict import PredictConfig, default_params, iter_probabilities
+    from napari_unet.engine.metrics import Matching, match
+    from napari_unet.engine.postprocess import instances_from_classes
+    from napari_unet.engine.predict import PredictConfig, default_params, iter_probabilities
 
     pcfg = PredictConfig(device=device.type, tile=1024, overlap=32, amp=cfg.amp)
     params = default_params(model)
@@ -610,12 +610,12 @@ def finetune(
 
     ``images`` / ``labels``: one array each or equal-length lists; ``axes``, ``channel``,
     ``ignore_label``, ``reviewed`` and ``slices`` apply to every image (see
-    :func:`napari_unet.data.samples_from_arrays`). Training ends after ``time_budget``
+    :func:`napari_unet.training.annotations.samples_from_arrays`). Training ends after ``time_budget``
     seconds or ``steps`` steps, whichever comes first. Returns a new Model; ``model`` is
     unchanged. ``progress`` is called with every :class:`FinetuneStep`.
     """
-    from .data import samples_from_arrays
-    from .registry import load_model
+    from napari_unet.models.registry import load_model
+    from napari_unet.training.annotations import samples_from_arrays
 
     base = load_model(model)
     imgs, labs = _as_list(images), _as_list(labels)

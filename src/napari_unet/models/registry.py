@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from ._atomic import atomic_write
-from .model import Model, ModelFileError
+from napari_unet.common.atomic import atomic_write
+from napari_unet.models.model_file import Model, ModelFileError
 
 BUNDLED_NAME = "nuclei"
 MODEL_SUFFIX = ".pt"
@@ -34,7 +34,7 @@ class ModelInfo:
 
 
 def bundled_model_path() -> Path:
-    return Path(str(files("napari_unet") / "weights" / f"{BUNDLED_NAME}{MODEL_SUFFIX}"))
+    return Path(str(files("napari_unet.models") / "weights" / f"{BUNDLED_NAME}{MODEL_SUFFIX}"))
 
 
 def user_model_dir() -> Path:

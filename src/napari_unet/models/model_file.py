@@ -1,10 +1,4 @@
-"""The U-Net of Ronneberger et al. 2015, and the model file that carries it.
-
-The network follows the paper: per level two 3x3 convolutions each followed by ReLU,
-2x2 max-pooling with stride 2, channels doubling from ``base``, a bottleneck, 2x2
-transposed convolutions up, skip connections that concatenate encoder features, and a
-final 1x1 convolution. ``UNetConfig.paper()`` is the paper's exact configuration
-(base 64, depth 4, valid convolutions, no normalisation).
+"""The model file: a U-Net with its card, saved and loaded without unpickling code.
 
 A model file is a plain dict saved with ``torch.save`` and loaded with
 ``weights_only=True``: it never unpickles code, so a foreign or malicious file is refused.
@@ -18,57 +12,19 @@ import copy
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from torch import nn
 
-from ._atomic import atomic_write
+from napari_unet.common.atomic import atomic_write
+from napari_unet.models.unet import UNet, UNetConfig
 
 FORMAT_NAME = "napari-unet"
 FORMAT_VERSION = 1
 
-Padding = Literal["same", "valid"]
-Norm = Literal["none", "batch"]
-
 
 class ModelFileError(ValueError):
     """A model file that cannot be used: corrupt, foreign, unsafe or of another architecture."""
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    """Constructor arguments of :class:`UNet`; saved with the weights."""
-
-    in_channels: int = 1
-    out_channels: int = 3
-    base: int = 16
-    depth: int = 4
-    padding: Padding = "same"
-    norm: Norm = "batch"
-
-    def __post_init__(self) -> None:
-        if self.in_channels < 1 or self.out_channels < 1:
-            raise ValueError("in_channels and out_channels must be >= 1")
-        if self.base < 1 or self.depth < 0:
-            raise ValueError("base must be >= 1 and depth >= 0")
-        if self.padding not in ("same", "valid"):
-            raise ValueError(f"padding must be 'same' or 'valid', not {self.padding!r}")
-        if self.norm not in ("none", "batch"):
-            raise ValueError(f"norm must be 'none' or 'batch', not {self.norm!r}")
-
-    @classmethod
-    def paper(cls, in_channels: int = 1, out_channels: int = 2) -> UNetConfig:
-        """The configuration of Ronneberger et al. 2015 (572x572 in, 388x388 out)."""
-        return cls(in_channels, out_channels, base=64, depth=4, padding="valid", norm="none")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise ModelFileError(f"unknown architecture arguments: {sorted(unknown)}")
-        return cls(**d)
 
 
 def _load_failure_reason(exc: Exception) -> str:
@@ -87,96 +43,6 @@ def _load_failure_reason(exc: Exception) -> str:
         return "not a readable model file (not a PyTorch weights file, or cut off)"
     first = text.strip().splitlines()[0]
     return f"not a readable model file ({first[:120]})"
-
-
-def _double_conv(cin: int, cout: int, padding: Padding, norm: Norm) -> nn.Sequential:
-    pad = 1 if padding == "same" else 0
-    layers: list[nn.Module] = []
-    for c_in in (cin, cout):
-        layers.append(nn.Conv2d(c_in, cout, 3, padding=pad, bias=norm == "none"))
-        if norm == "batch":
-            layers.append(nn.BatchNorm2d(cout))
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
-def _center_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    dh = (x.shape[-2] - h) // 2
-    dw = (x.shape[-1] - w) // 2
-    return x[..., dh : dh + h, dw : dw + w]
-
-
-class UNet(nn.Module):
-    """U-Net for 2D images: (N, in_channels, H, W) -> (N, out_channels, H', W') logits.
-
-    With ``padding='same'`` H' = H and H, W must be multiples of ``2**depth``.
-    With ``padding='valid'`` the output is smaller (see :meth:`output_size`), as in the
-    paper's overlap-tile strategy.
-    """
-
-    def __init__(self, config: UNetConfig | None = None, **kwargs: Any) -> None:
-        super().__init__()
-        self.config = config if config is not None else UNetConfig(**kwargs)
-        c = self.config
-        chans = [c.base * 2**i for i in range(c.depth + 1)]
-        self.down = nn.ModuleList()
-        cin = c.in_channels
-        for ch in chans[:-1]:
-            self.down.append(_double_conv(cin, ch, c.padding, c.norm))
-            cin = ch
-        self.pool = nn.MaxPool2d(2, 2)
-        self.bottleneck = _double_conv(chans[-2] if c.depth else c.in_channels, chans[-1], c.padding, c.norm)
-        self.upconv = nn.ModuleList()
-        self.up = nn.ModuleList()
-        for i in range(c.depth, 0, -1):
-            self.upconv.append(nn.ConvTranspose2d(chans[i], chans[i - 1], 2, stride=2))
-            self.up.append(_double_conv(2 * chans[i - 1], chans[i - 1], c.padding, c.norm))
-        self.head = nn.Conv2d(chans[0], c.out_channels, 1)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-    @property
-    def multiple(self) -> int:
-        """Spatial sizes must be multiples of this (for 'same' padding)."""
-        return 2**self.config.depth
-
-    def output_size(self, size: int) -> int:
-        """Output side length for an input side length (equal for 'same' padding)."""
-        if self.config.padding == "same":
-            return size
-        for _ in range(self.config.depth):
-            size = size - 4
-            if size <= 0 or size % 2:
-                return 0
-            size //= 2
-        size -= 4
-        for _ in range(self.config.depth):
-            size = size * 2 - 4
-        return max(size, 0)
-
-    def valid_input_size(self, min_output: int) -> int:
-        """Smallest input side giving at least ``min_output`` output pixels per side."""
-        size = max(min_output, self.multiple)
-        while self.output_size(size) < min_output:
-            size += 1
-        return size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-            x = self.pool(x)
-        x = self.bottleneck(x)
-        for upconv, block, skip in zip(self.upconv, self.up, reversed(skips), strict=True):
-            x = upconv(x)
-            if skip.shape[-2:] != x.shape[-2:]:
-                skip = _center_crop(skip, x.shape[-2], x.shape[-1])
-            x = block(torch.cat([skip, x], dim=1))
-        return self.head(x)
 
 
 @dataclass

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from ._atomic import atomic_write
+from napari_unet.common.atomic import atomic_write
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -454,7 +454,7 @@ def open_image(
     path = Path(path)
     lower = path.name.lower().rstrip("/")
     if lower.endswith(ZARR_SUFFIXES) or path.is_dir():
-        from .omezarr import read_ome_zarr
+        from napari_unet.io.omezarr import read_ome_zarr
 
         data, axes, meta = read_ome_zarr(path)
         meta["lazy"] = True

@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from napari_unet import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
 
-    from .model import Model
+    from napari_unet.models.model_file import Model
 
 EXIT_OK = 0
 EXIT_INPUT_FAILED = 1
@@ -299,8 +299,8 @@ def _metric_text(card: dict[str, Any]) -> str:
 
 
 def _models() -> int:
-    from .model import Model, ModelFileError
-    from .registry import list_models
+    from napari_unet.models.model_file import Model, ModelFileError
+    from napari_unet.models.registry import list_models
 
     for info in list_models():
         kind = "bundled" if info.bundled else "saved"
@@ -329,8 +329,8 @@ def _models() -> int:
 
 def _manage_models(args: argparse.Namespace) -> int:
     """``models delete/export/import``: one line on success, one ``error:`` line on failure."""
-    from .model import ModelFileError
-    from .registry import delete_model, export_model, import_model
+    from napari_unet.models.model_file import ModelFileError
+    from napari_unet.models.registry import delete_model, export_model, import_model
 
     action = getattr(args, "models_command", None)
     if action in (None, "list"):
@@ -374,8 +374,8 @@ def _prepare_output_dir(outdir: Path) -> str | None:
 
 def _load_model(spec: str | None) -> Model | None:
     """The model named by ``--model``, or None after one line on stderr saying why not."""
-    from .model import Model
-    from .registry import resolve_model_path
+    from napari_unet.models.model_file import Model
+    from napari_unet.models.registry import resolve_model_path
 
     try:
         return Model.load(resolve_model_path(spec))
@@ -388,7 +388,7 @@ def _load_model(spec: str | None) -> Model | None:
 
 def _device(name: str) -> torch.device | None:
     """The ``--device`` asked for, or None after one line on stderr saying why it is unavailable."""
-    from .devices import select_device
+    from napari_unet.engine.devices import select_device
 
     try:
         return select_device(name)
@@ -398,8 +398,8 @@ def _device(name: str) -> torch.device | None:
 
 
 def _decide_axes(data: np.ndarray, file_axes: str | None, user_axes: str | None) -> str:
-    """--axes, else what the file declares, else a guess (see :func:`napari_unet.batch.decide_axes`)."""
-    from .batch import decide_axes
+    """--axes, else what the file declares, else a guess (see :func:`napari_unet.scale.batch.decide_axes`)."""
+    from napari_unet.scale.batch import decide_axes
 
     return decide_axes(data, file_axes, user_axes)
 
@@ -497,7 +497,7 @@ class _BatchReport:
 
     def save(self) -> str | None:
         """Write the summary file; None or the problem."""
-        from .batch import write_summary
+        from napari_unet.scale.batch import write_summary
 
         self._last_save = time.perf_counter()
         try:
@@ -510,7 +510,7 @@ class _BatchReport:
 def _segment(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from . import batch
+    from napari_unet.scale import batch
 
     model = _load_model(args.model)
     if model is None:
@@ -585,10 +585,10 @@ class _FileError(InputError):
 
 def _training_samples(image_path: Path, labels_path: Path, model: Model, args: argparse.Namespace) -> list:
     """Samples of one image/labels pair; raises _FileError naming the file at fault."""
-    from .axes import AxesError
-    from .data import samples_from_arrays
-    from .io import ImageReadError, read_image
-    from .normalize import BadImageError
+    from napari_unet.common.axes import AxesError
+    from napari_unet.engine.normalize import BadImageError
+    from napari_unet.io.images import ImageReadError, read_image
+    from napari_unet.training.annotations import samples_from_arrays
 
     user_channel_axis = args.axes is not None and bool(set(args.axes) & {"C", "S"})
     wants_channels = args.channel is not None or user_channel_axis
@@ -659,7 +659,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
     from dataclasses import replace
 
-    from .train import FINETUNE_DEFAULTS, iter_finetune
+    from napari_unet.training.loop import FINETUNE_DEFAULTS, iter_finetune
 
     budget = args.time_budget if args.time_budget is not None else (None if args.steps else 120.0)
     cfg = replace(FINETUNE_DEFAULTS, time_budget=budget, steps=args.steps, seed=args.seed)
@@ -720,7 +720,7 @@ def _model_prefixes(spec: str | None) -> list[str]:
     if spec is not None:
         out += [spec, str(Path(spec).expanduser())]
     try:
-        from .registry import resolve_model_path
+        from napari_unet.models.registry import resolve_model_path
 
         out.append(str(resolve_model_path(spec)))
     except Exception:  # noqa: BLE001 - only used to tidy a message

@@ -1,12 +1,12 @@
 """Segmenting stacks larger than memory: blocks with a halo, stitched into one id per object.
 
-:func:`iter_segment_chunked` gives the same labels as :func:`napari_unet.predict.iter_segment`
+:func:`iter_segment_chunked` gives the same labels as :func:`napari_unet.engine.predict.iter_segment`
 (same objects; a few boundary pixels may differ) while holding only a block in memory. Per T
 frame, in three steps:
 
 * **Normalisation** bounds are computed once per frame, from exactly the voxels the in-memory
   path samples (every ``step``-th voxel of the frame in C order, at most ~4 M per channel, see
-  :func:`napari_unet.normalize.percentile_bounds`), gathered in one streamed pass over the
+  :func:`napari_unet.engine.normalize.percentile_bounds`), gathered in one streamed pass over the
   frame. Both paths map intensities identically; the price is one extra read of the frame
   (about 1% of the time for zarr input) and 8 bytes per sampled voxel.
 * **Prediction**, one plane at a time (the net is 2D), in Y/X blocks of ``PREDICT_BLOCK`` px
@@ -46,13 +46,11 @@ from typing import Any
 
 import numpy as np
 
-from ._generators import drain
-from .axes import output_axes, to_canonical, validate_axes
-from .model import Model
-from .normalize import BadImageError, check_finite
-from .omezarr import ome_zarr_writer
-from .postprocess import PostprocessParams, instances_from_probabilities
-from .predict import (
+from napari_unet.common.axes import output_axes, to_canonical, validate_axes
+from napari_unet.common.generators import drain
+from napari_unet.engine.normalize import BadImageError, check_finite
+from napari_unet.engine.postprocess import PostprocessParams, instances_from_probabilities
+from napari_unet.engine.predict import (
     ASSUMED_ANISOTROPY,
     PredictConfig,
     Progress,
@@ -72,6 +70,8 @@ from .predict import (
     image_axes,
     trained_diameter,
 )
+from napari_unet.io.omezarr import ome_zarr_writer
+from napari_unet.models.model_file import Model
 
 __all__ = [
     "BLOCK_VOXELS",
@@ -91,7 +91,7 @@ Z_BLOCK = 32
 PREDICT_BLOCK = 2048  # Y/X core of a prediction block (one plane: ~0.2 GB with tiles and net)
 PROBS_IN_MEMORY = 64 * 2**20  # bytes of float16 probabilities per frame kept in memory, not on disk
 SCRATCH_ENV = "NAPARI_UNET_SCRATCH"
-SAMPLE_VOXELS = 4_000_000  # as napari_unet.normalize.percentile_bounds
+SAMPLE_VOXELS = 4_000_000  # as napari_unet.engine.normalize.percentile_bounds
 PLANE_CHUNK = 1024
 
 Box = tuple[slice, slice, slice]
@@ -273,7 +273,7 @@ def _frame_bounds(
     low: float,
     high: float,
 ) -> Generator[None, None, list[tuple[float, float] | None]]:
-    """Per-channel bounds of a frame, equal to :func:`napari_unet.predict._bounds` on the whole
+    """Per-channel bounds of a frame, equal to :func:`napari_unet.engine.predict._bounds` on the whole
     frame: the same strided sample (every ``step``-th voxel in C order), streamed block by block.
     Yields after each block (a Stop point: reading a big frame takes a while)."""
     n_z, h, w = shape
@@ -395,7 +395,7 @@ def _as_triple(value: int | tuple[int, ...] | None, name: str) -> tuple[int, int
 
 def _write_maps(maps: Any, where: tuple, probs: np.ndarray) -> None:
     """(K, h, w) softmax probabilities -> interior and foreground (as post-processing reads them,
-    see :func:`napari_unet.predict._instances`), float16, into ``maps[:, *where]``; the sum is
+    see :func:`napari_unet.engine.predict._instances`), float16, into ``maps[:, *where]``; the sum is
     formed in place (``probs`` is spent)."""
     if probs.shape[0] not in (2, 3):
         raise ValueError(f"cannot turn {probs.shape[0]} output channels into instances (need 2 or 3)")

@@ -9,7 +9,7 @@ Speed (a CPU is the common case): the net runs under ``torch.inference_mode`` in
 channels-last layout, with BatchNorm folded into the convolutions once per model (on a
 copy, cached until the weights change, so training never sees it), in bf16 where the
 hardware computes it natively (``devices.autocast_dtype``). Tiles are as large as the ``tile`` limit
-allows (see :mod:`napari_unet.tiling`), so little compute goes into overlaps.
+allows (see :mod:`napari_unet.engine.tiling`), so little compute goes into overlaps.
 
 Normalisation: intensities are mapped by the model's percentiles (``model.normalization``)
 computed per time point over the whole z-stack (so all slices of a volume share one
@@ -34,13 +34,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ._generators import drain
-from .axes import AxesError, guess_axes, labels_from_canonical, to_canonical, validate_axes
-from .devices import autocast_dtype, select_device
-from .model import Model, UNet
-from .normalize import BadImageError, check_finite, percentile_bounds
-from .postprocess import PostprocessParams, instances_from_classes, instances_from_probabilities
-from .tiling import TileGrid, grid_for_net
+from napari_unet.common.axes import AxesError, guess_axes, labels_from_canonical, to_canonical, validate_axes
+from napari_unet.common.generators import drain
+from napari_unet.engine.devices import autocast_dtype, select_device
+from napari_unet.engine.normalize import BadImageError, check_finite, percentile_bounds
+from napari_unet.engine.postprocess import (
+    PostprocessParams,
+    instances_from_classes,
+    instances_from_probabilities,
+)
+from napari_unet.engine.tiling import TileGrid, grid_for_net
+from napari_unet.models.model_file import Model
+from napari_unet.models.unet import UNet
 
 __all__ = [
     "PredictConfig",
@@ -84,7 +89,7 @@ class PredictConfig:
     :func:`anisotropy_from_pixel_size`); None = unknown, :data:`ASSUMED_ANISOTROPY` is used.
     Z-stacks are predicted slice by slice and post-processed as one volume whose seeds are
     eroded by a physical ball of ``SEED_EROSION`` x the object diameter (see
-    :mod:`napari_unet.postprocess`), so this sets how many slices that ball spans.
+    :mod:`napari_unet.engine.postprocess`), so this sets how many slices that ball spans.
     """
 
     tile: int = 512
@@ -429,7 +434,7 @@ def _as_model(model: Model | str | None) -> Model:
     so repeated ``segment(image)`` calls do not pay for loading and preparing the net."""
     if isinstance(model, Model):
         return model
-    from .registry import load_model, resolve_model_path
+    from napari_unet.models.registry import load_model, resolve_model_path
 
     path = resolve_model_path(model)
     try:
@@ -474,7 +479,7 @@ def iter_segment(
 
     The labels have the image's shape without its C axis, in the image's axis order:
     each T frame is segmented on its own, a Z stack as one volume. ``axes`` None guesses
-    (see :func:`napari_unet.axes.guess_axes`); ``channel`` picks the channel a one-channel
+    (see :func:`napari_unet.common.axes.guess_axes`); ``channel`` picks the channel a one-channel
     model sees. ``image`` may be a dask array: one frame is loaded at a time.
     """
     model = _as_model(model)

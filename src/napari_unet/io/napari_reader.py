@@ -6,7 +6,7 @@ What each layer carries (the Segment widget and the writers rely on these keys):
   channels are split into layers; ``YXC`` style for an RGB layer), or ``None`` when the shape
   cannot be guessed: the user must type them.
 * ``metadata["napari_unet_axes_guessed"]``: ``True`` when the file did not say and the axes come
-  from :func:`~napari_unet.axes.guess_axes` (prefill the widget's axes field and let the user
+  from :func:`~napari_unet.common.axes.guess_axes` (prefill the widget's axes field and let the user
   correct it).
 * ``metadata["napari_unet_file_axes"]``, ``pixel_size``, ``unit``, ``source``, ``format``,
   ``lazy`` and, for a channel layer, ``channel`` (index) and ``channel_name``.
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .axes import AxesError, guess_axes
-from .io import TIFF_SUFFIXES, ImageReadError, image_stem, open_image
-from .omezarr import is_zarr_store
+from napari_unet.common.axes import AxesError, guess_axes
+from napari_unet.io.images import TIFF_SUFFIXES, ImageReadError, image_stem, open_image
+from napari_unet.io.omezarr import is_zarr_store
 
 LayerData = tuple[Any, dict[str, Any], str]
 # multiscale only pays off when a plane is bigger than a screen's worth of texture
@@ -67,7 +67,7 @@ def read_path(path: str | list[str]) -> list[LayerData]:
         data, axes, meta = open_image(p)
         levels = None
         if meta.get("levels", 1) > 1 and max(data.shape[-2:]) > MULTISCALE_MIN_SIDE:
-            from .omezarr import read_ome_zarr_levels
+            from napari_unet.io.omezarr import read_ome_zarr_levels
 
             levels = read_ome_zarr_levels(p)[0]
     except ImageReadError as exc:

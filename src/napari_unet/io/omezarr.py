@@ -20,7 +20,7 @@ Decisions:
   renamed into place only when complete, so an interrupted write never leaves a store that looks
   complete (a killed process can leave the hidden temporary folder; it never ends in ``.zarr``).
   This protects against interruption, not power loss (chunk files are not fsynced).
-* Errors in reading are :class:`~napari_unet.io.ImageReadError` with a one-line reason.
+* Errors in reading are :class:`~napari_unet.io.images.ImageReadError` with a one-line reason.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import MAX_NDIM, ImageReadError, _first_line
+from napari_unet.io.images import MAX_NDIM, ImageReadError, _first_line
 
 NGFF_VERSION = "0.4"
 NGFF_ORDER = "TCZYX"
@@ -281,7 +281,7 @@ def ngff_unit(unit: str | None) -> str | None:
 
 
 def _check_ngff_axes(axes: str, shape: tuple[int, ...]) -> str:
-    from .axes import validate_axes
+    from napari_unet.common.axes import validate_axes
 
     axes = validate_axes(axes, shape)
     positions = [NGFF_ORDER.index(a) for a in axes]
@@ -445,7 +445,7 @@ def write_ome_zarr(
     """
     import dask.array as da
 
-    from .axes import validate_axes
+    from napari_unet.common.axes import validate_axes
 
     axes = validate_axes(axes, tuple(data.shape))
     order = [axes.index(a) for a in NGFF_ORDER if a in axes]

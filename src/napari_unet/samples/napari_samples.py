@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import synthetic
+from napari_unet.samples import synthetic
 
 LayerData = tuple[np.ndarray, dict[str, Any], str]
 

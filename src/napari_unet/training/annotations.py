@@ -14,7 +14,7 @@ taken as background teaches the model to miss objects:
   nothing here") only when the user says so (``reviewed`` or ``slices``); otherwise it is
   much more likely an unannotated layer and is refused.
 
-Intensities are normalised exactly as prediction does (:mod:`napari_unet.predict`): the
+Intensities are normalised exactly as prediction does (:mod:`napari_unet.engine.predict`): the
 model's percentiles per time point over the whole z-stack and per channel, so a model
 trained on these samples sees at training time what it will see when segmenting.
 """
@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from .axes import guess_axes, output_axes, to_canonical, validate_axes
-from .model import Model
-from .normalize import check_finite
+from napari_unet.common.axes import guess_axes, output_axes, to_canonical, validate_axes
+from napari_unet.engine.normalize import check_finite
 
 # prediction's own normalisation helpers: training must normalise exactly as predict does
-from .predict import _bounds, _channels, _normalise
-from .train import NoAnnotationError, Sample, annotation_summary
+from napari_unet.engine.predict import _bounds, _channels, _normalise
+from napari_unet.models.model_file import Model
+from napari_unet.training.loop import NoAnnotationError, Sample, annotation_summary
 
 __all__ = ["AnnotationError", "NoAnnotationError", "annotation_summary", "samples_from_arrays"]
 
@@ -126,9 +126,9 @@ def samples_from_arrays(
 
     ``labels`` has the image's shape without its C axis, in the image's axis order (what
     ``iter_segment`` returns). ``axes`` / ``channel`` mean what they mean for
-    :func:`napari_unet.predict.iter_segment`. Raises :class:`AnnotationError`,
-    :class:`NoAnnotationError`, :class:`~napari_unet.axes.AxesError` or
-    :class:`~napari_unet.normalize.BadImageError`, each with a one-line message.
+    :func:`napari_unet.engine.predict.iter_segment`. Raises :class:`AnnotationError`,
+    :class:`NoAnnotationError`, :class:`~napari_unet.common.axes.AxesError` or
+    :class:`~napari_unet.engine.normalize.BadImageError`, each with a one-line message.
     """
     img = np.asarray(image)
     lab = np.asarray(labels)

@@ -40,14 +40,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._generators import drain
-from .metrics import count_objects
+from napari_unet.common.generators import drain
+from napari_unet.engine.metrics import count_objects
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from .model import Model
-    from .predict import Progress
+    from napari_unet.engine.predict import Progress
+    from napari_unet.models.model_file import Model
 
 __all__ = [
     "BatchOptions",
@@ -141,7 +141,7 @@ def is_zarr_path(path: str | os.PathLike) -> bool:
 
 
 def _is_image_file(path: Path) -> bool:
-    from .io import SUPPORTED_SUFFIXES
+    from napari_unet.io.images import SUPPORTED_SUFFIXES
 
     name = path.name.lower()
     return not name.startswith(".") and name.endswith(SUPPORTED_SUFFIXES) and path.is_file()
@@ -243,7 +243,7 @@ def expand_inputs(
 
 
 def _stem(input_path: str | os.PathLike) -> str:
-    from .io import image_stem
+    from napari_unet.io.images import image_stem
 
     name = Path(str(input_path).rstrip("/\\")).name
     for suffix in ZARR_SUFFIXES:
@@ -267,7 +267,7 @@ def output_path(outdir: str | os.PathLike, input_path: str | os.PathLike, fmt: s
 def _tiff_complete(path: Path) -> bool:
     import tifffile
 
-    from .io import _tifffile_log  # collects tifffile's complaints instead of printing them
+    from napari_unet.io.images import _tifffile_log  # collects tifffile's complaints instead of printing them
 
     try:
         size = path.stat().st_size
@@ -342,7 +342,7 @@ def cached_model(spec: str | None) -> Model:
 
     This is what makes a Dask worker load the model once for all the files it is given.
     """
-    from .registry import load_model, resolve_model_path
+    from napari_unet.models.registry import load_model, resolve_model_path
 
     path = resolve_model_path(spec)
     st = path.stat()
@@ -357,7 +357,7 @@ def cached_model(spec: str | None) -> Model:
 
 def decide_axes(data: Any, file_axes: str | None, user_axes: str | None) -> str:
     """--axes, else what the file declares, else a guess that refuses to guess RGB or >4-D."""
-    from .axes import AxesError, guess_axes, validate_axes
+    from napari_unet.common.axes import AxesError, guess_axes, validate_axes
 
     if user_axes is not None:
         return validate_axes(user_axes, data.shape)
@@ -373,7 +373,7 @@ def _read_input(path: Path, wants_channels: bool) -> tuple[Any, str | None, dict
     """The one place inputs are read: OME-Zarr and TIFF through ``io.open_image`` (lazy, as dask,
     above its size threshold, so a worker holds one frame at a time), PNG/JPEG through
     ``io.read_image``, which can keep a grey-looking RGB image's channels when asked."""
-    from . import io
+    from napari_unet.io import images as io
 
     if is_zarr_path(path):
         if not path.exists():
@@ -391,7 +391,7 @@ def _write_output(
 ) -> None:
     """The one place labels are written; both formats are atomic (temp file/folder, then rename)."""
     if fmt == "zarr":
-        from .omezarr import write_ome_zarr
+        from napari_unet.io.omezarr import write_ome_zarr
 
         if axes is None:
             raise BatchInputError("labels of unknown axes cannot be written as OME-Zarr; use --format tif")
@@ -406,7 +406,7 @@ def _write_output(
             labels=True,
         )
         return
-    from .io import write_labels
+    from napari_unet.io.images import write_labels
 
     write_labels(path, labels, axes=axes, meta=meta)
 
@@ -415,7 +415,7 @@ def _postprocess_params(model: Model, threshold: float | None, min_size: int | N
     """The model card's postprocessing with the user's overrides; None lets predict choose."""
     if threshold is None and min_size is None:
         return None
-    from .predict import default_params
+    from napari_unet.engine.predict import default_params
 
     overrides: dict[str, Any] = {}
     if threshold is not None:
@@ -441,15 +441,15 @@ def _check_channels(axes: str, shape: tuple[int, ...], channel: int | None, mode
 
 def _count_store(path: Path) -> int:
     """Objects in a written labels store, one chunk at a time (it may not fit in memory)."""
-    from .omezarr import read_ome_zarr
+    from napari_unet.io.omezarr import read_ome_zarr
 
     return count_objects(read_ome_zarr(path)[0])
 
 
 def _tiff_from_store(store: Path, output: Path, axes: str, meta: dict[str, Any]) -> int:
     """Copy a labels store into a TIFF one plane at a time (atomic); returns the object count."""
-    from .io import write_labels
-    from .omezarr import read_ome_zarr
+    from napari_unet.io.images import write_labels
+    from napari_unet.io.omezarr import read_ome_zarr
 
     labels = read_ome_zarr(store)[0]
     write_labels(output, labels, axes=axes if len(axes) == labels.ndim else None, meta=meta)
@@ -472,11 +472,11 @@ def _segment_and_write(
     """
     import numpy as np
 
-    from .axes import AxesError, output_axes
-    from .io import ImageReadError
-    from .model import ModelFileError
-    from .normalize import BadImageError
-    from .predict import PredictConfig, anisotropy_from_pixel_size, iter_segment
+    from napari_unet.common.axes import AxesError, output_axes
+    from napari_unet.engine.normalize import BadImageError
+    from napari_unet.engine.predict import PredictConfig, anisotropy_from_pixel_size, iter_segment
+    from napari_unet.io.images import ImageReadError
+    from napari_unet.models.model_file import ModelFileError
 
     fmt = output_format(input_path, options.format)
     user_channel_axis = options.axes is not None and bool(set(options.axes) & {"C", "S"})
@@ -495,7 +495,7 @@ def _segment_and_write(
         params = _postprocess_params(model, options.threshold, options.min_size)
         kwargs = {"axes": axes, "channel": options.channel, "params": params, "config": config}
         if meta.get("lazy"):
-            from . import chunked
+            from napari_unet.scale import chunked
 
             sizes = {k: v for k, v in (meta.get("pixel_size") or {}).items() if k in "ZYX"}
             store = output if fmt == "zarr" else output.with_name(f".{output.name}.{os.getpid()}.tmp.zarr")
@@ -517,7 +517,7 @@ def _segment_and_write(
                 if store != output:
                     shutil.rmtree(store, ignore_errors=True)
         elif options.track and "T" in axes:  # the chunked engine links frames; in memory here
-            from .chunked import iter_segment_chunked
+            from napari_unet.scale.chunked import iter_segment_chunked
 
             out = np.zeros([n for n, a in zip(data.shape, axes, strict=True) if a != "C"], np.uint32)
             labels = drain(iter_segment_chunked(data, out, model, track=True, **kwargs), progress)
@@ -692,7 +692,7 @@ def _connect(scheduler: Any) -> _Cluster:
 def _model_for_workers(spec: str | None) -> str | None:
     """The bundled model stays a name (each worker finds its own copy); any other model is sent as
     its absolute file path, which the workers must be able to read."""
-    from .registry import BUNDLED_NAME, resolve_model_path
+    from napari_unet.models.registry import BUNDLED_NAME, resolve_model_path
 
     if spec is None or spec == BUNDLED_NAME:
         return spec
@@ -896,7 +896,7 @@ def write_summary(
     """Per-file results as JSON (or CSV if the name ends in .csv), written atomically."""
     import csv
 
-    from ._atomic import atomic_write
+    from napari_unet.common.atomic import atomic_write
 
     path = Path(path)
     rows = [asdict(r) for r in results]

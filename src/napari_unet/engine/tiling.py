@@ -209,7 +209,7 @@ def make_grid(
 
 
 class NetGeometry(Protocol):
-    """What tiling needs to know about a net (``napari_unet.model.UNet`` has all of it)."""
+    """What tiling needs to know about a net (``napari_unet.models.unet.UNet`` has all of it)."""
 
     @property
     def multiple(self) -> int: ...

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .io import write_labels
-from .omezarr import write_ome_zarr
+from napari_unet.io.images import write_labels
+from napari_unet.io.omezarr import write_ome_zarr
 
 
 def _full_resolution(data: Any) -> Any:

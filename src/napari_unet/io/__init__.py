@@ -1,0 +1,5 @@
+"""Files in and out: TIFF / OME-TIFF and plain images, OME-Zarr, label writers, napari's reader/writer glue.
+
+May import: ``common``. The napari glue (``napari_reader``, ``napari_writer``) returns plain
+layer-data tuples and does not import napari.
+"""

@@ -1,0 +1,4 @@
+"""Corrections to a better model: annotations -> samples, targets, augmentation, the training loop.
+
+May import: ``common``, ``models``, ``engine``.
+"""
