@@ -92,7 +92,7 @@ def main() -> None:
         " s/stack mem  chunked"
     )
     for zs in Z_STEPS:
-        n_z = int(round(64 / zs))
+        n_z = round(64 / zs)
         res: dict[str, Matching] = {}
         t_mem = t_chunk = 0.0
         for seed in range(args.first_seed, args.first_seed + args.seeds):

@@ -27,15 +27,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_finetune import curve_text, run, seconds_to  # noqa: E402
-from napari_unet.engine.metrics import Matching, match  # noqa: E402
-from napari_unet.engine.predict import segment  # noqa: E402
+from bench_finetune import curve_text, run, seconds_to
+from napari_unet.engine.metrics import Matching, match
+from napari_unet.engine.predict import segment
 from napari_unet.models.model_file import Model
-from napari_unet.models.registry import load_model  # noqa: E402
-from napari_unet.models.unet import UNet  # noqa: E402
-from napari_unet.training.annotations import samples_from_arrays  # noqa: E402
-from napari_unet.training.loop import FINETUNE_DEFAULTS, iter_finetune  # noqa: E402
-from train_bundled import VAL_GROUPS, load_dsb  # noqa: E402
+from napari_unet.models.registry import load_model
+from napari_unet.models.unet import UNet
+from napari_unet.training.annotations import samples_from_arrays
+from napari_unet.training.loop import FINETUNE_DEFAULTS, iter_finetune
+from train_bundled import VAL_GROUPS, load_dsb
 
 
 def f1(model: Model, data: list[tuple[str, np.ndarray, np.ndarray]]) -> float:

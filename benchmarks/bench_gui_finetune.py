@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gui_responsiveness import GilProbe, ProcessProbe, Spans, _stats, machine  # noqa: E402
+import itertools
+
+from bench_gui_responsiveness import GilProbe, ProcessProbe, Spans, _stats, machine
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     def delays(start: float, end: float) -> list[tuple[float, float]]:
         inside = [t for t in ticks if start <= t <= end]
-        return [(b, (b - a) * 1000 - 10.0) for a, b in zip(inside, inside[1:], strict=False)]
+        return [(b, (b - a) * 1000 - 10.0) for a, b in itertools.pairwise(inside)]
 
     click_t, fin_t = marks["click"], marks["finished"]
     idle = delays(marks["warm"] + 0.2, click_t)

@@ -17,6 +17,7 @@ probe, to name the call that holds the GIL longest. Prints figures and the machi
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import statistics
@@ -149,10 +150,9 @@ def run_gui(args: argparse.Namespace) -> int:
     viewer = napari.Viewer(show=True)
     viewer.add_image(sample.image, name="bench")
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
-    if args.model:
-        if not widget.load_model_file(args.model):
-            print(f"cannot load {args.model}")
-            return 2
+    if args.model and not widget.load_model_file(args.model):
+        print(f"cannot load {args.model}")
+        return 2
     try:
         model = widget.selected_model()
     except Exception as exc:  # noqa: BLE001 - report and fall back to an untrained net of the same size
@@ -242,7 +242,7 @@ def run_gui(args: argparse.Namespace) -> int:
 
     def delays(start: float, end: float) -> list[tuple[float, float]]:
         inside = [t for t in ticks if start <= t <= end]
-        return [(b, (b - a) * 1000 - 10.0) for a, b in zip(inside, inside[1:], strict=False)]
+        return [(b, (b - a) * 1000 - 10.0) for a, b in itertools.pairwise(inside)]
 
     print(f"machine: {machine()}")
     idle = delays(t_start + 0.2, runs[0]["click"])

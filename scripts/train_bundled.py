@@ -21,7 +21,7 @@ import os
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -243,7 +243,7 @@ def _save(model, state, path, args, f1, groups, step, seconds, n_train, n_val) -
         },
         "metrics": {"val_f1_iou50": round(f1, 4), "val_f1_iou50_by_group": groups},
         "parent": None,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     Model(net, card).save(path, half=True)
 

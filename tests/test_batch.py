@@ -553,7 +553,7 @@ def test_track_keeps_each_nucleus_id_through_a_time_lapse(tmp_path: Path) -> Non
 
 def test_inputs_may_come_after_options(tiny_model_path: Path, tmp_path: Path) -> None:
     """`segment a.tif -o out 'b*.tif'`: inputs before and after the options are all taken."""
-    a, b = _images(tmp_path / "in", ["a.tif", "b.tif"])
+    a, _b = _images(tmp_path / "in", ["a.tif", "b.tif"])
     out = tmp_path / "out"
     pattern = str(tmp_path / "in" / "b*.tif")
     args = ["segment", str(a), "-o", str(out), "--model", str(tiny_model_path), pattern, "--device", "cpu"]

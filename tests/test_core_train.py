@@ -69,7 +69,15 @@ def synthetic_samples(n: int = 2, size: int = 48, seed: int = 0) -> list[Sample]
 
 
 def tiny_cfg(**kw) -> TrainConfig:
-    base = dict(steps=40, batch_size=2, crop=32, lr=5e-3, warmup=1, schedule="constant", amp=False)
+    base = {
+        "steps": 40,
+        "batch_size": 2,
+        "crop": 32,
+        "lr": 5e-3,
+        "warmup": 1,
+        "schedule": "constant",
+        "amp": False,
+    }
     base.update(kw)
     return TrainConfig(**base)
 

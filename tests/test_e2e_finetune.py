@@ -61,7 +61,7 @@ def test_correct_finetune_and_segment_again_through_the_gui(make_napari_viewer, 
     ft.steps_spin.setValue(3)
     with qtbot.waitSignal(ft.run_finished, timeout=WAIT_MS):
         ft.finetune_button.click()
-    saved = [p for p in model_dir.glob("*.pt")]
+    saved = list(model_dir.glob("*.pt"))
     assert len(saved) == 1 and saved[0].stem.startswith("nuclei-ft-")
     assert seg.model_combo.currentData() == str(saved[0]), "Segment switched to the new version"
     assert "held-out F1" in ft.status_label.text()

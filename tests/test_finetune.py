@@ -49,7 +49,15 @@ def blobs(size: int = 96, seed: int = 0, n: int = 8) -> tuple[np.ndarray, np.nda
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(steps=20, time_budget=None, batch_size=2, crop=32, lr=5e-3, warmup=1, amp=False)
+    base = {
+        "steps": 20,
+        "time_budget": None,
+        "batch_size": 2,
+        "crop": 32,
+        "lr": 5e-3,
+        "warmup": 1,
+        "amp": False,
+    }
     base.update(kw)
     return TrainConfig(**base)
 

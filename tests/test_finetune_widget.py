@@ -493,6 +493,7 @@ def test_a_lazy_time_lapse_is_copied_only_at_its_edited_frames(docked, qtbot, no
     viewer.dims.set_current_step(0, 5)  # the preview follows frame 5, never copied for training
     seen = []
     real = fp.finetune_job
+
     def spy(base, req, *a, **k):
         seen.append(req)
         return real(base, req, *a, **k)
@@ -509,9 +510,9 @@ def test_used_frames_keeps_everything_without_a_time_axis() -> None:
     from napari_unet._widgets._finetune_plan import used_frames
 
     stack = np.arange(4 * 8 * 8).reshape(4, 8, 8)
-    image, labels, slices, reviewed, frames = used_frames(stack, stack, "ZYX", [1, 2], None)
+    image, _labels, slices, reviewed, frames = used_frames(stack, stack, "ZYX", [1, 2], None)
     assert image.shape == (4, 8, 8) and slices == [1, 2] and frames is None
     tz = np.zeros((3, 2, 8, 8))
-    image, labels, slices, reviewed, frames = used_frames(tz, tz, "TZYX", [(2, 1), (0, 0)], tz > 0)
+    image, _labels, slices, reviewed, frames = used_frames(tz, tz, "TZYX", [(2, 1), (0, 0)], tz > 0)
     assert image.shape == (2, 2, 8, 8) and frames == [0, 2] and slices == [(1, 1), (0, 0)]
     assert reviewed.shape == (2, 2, 8, 8)

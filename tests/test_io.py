@@ -452,9 +452,7 @@ def test_truncated_tiff_refused_lazily_too(tmp_path: Path, lazy: bool) -> None:
 
 
 @pytest.mark.parametrize(("old", "new"), [(b'SizeZ="4"', b'SizeZ="5"'), (b'SizeT="2"', b'SizeT="9"')])
-def test_ome_metadata_contradicting_the_pages(
-    tmp_path: Path, old: bytes, new: bytes, write_ome_tiff
-) -> None:
+def test_ome_metadata_contradicting_the_pages(tmp_path: Path, old: bytes, new: bytes, write_ome_tiff) -> None:
     """tifffile zero-fills missing frames and only logs it: that is an error for us."""
     good = tmp_path / "good.ome.tif"
     write_ome_tiff(good)

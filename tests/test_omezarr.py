@@ -243,7 +243,7 @@ def test_interrupted_dask_write_leaves_no_store(tmp_path: Path) -> None:
     [("ZCYX", "NGFF order"), ("ZYX", "match|dimensions")],
 )
 def test_streaming_writer_refuses_bad_axes(tmp_path: Path, axes: str, match: str) -> None:
-    shape = (2, 2, 4, 4) if len(axes) == 4 else (2, 2, 4, 4)
+    shape = (2, 2, 4, 4)
     with pytest.raises(ValueError, match=match):
         with ome_zarr_writer(tmp_path / "a.zarr", shape, np.uint16, axes, None):
             pass

@@ -267,7 +267,7 @@ def test_postprocess_parameters(blob_model):
     assert segment(image, model=blob_model).max() == 2  # card: min_size 10
     assert segment(image, model=blob_model, min_size=50).max() == 0
     assert segment(image, model=blob_model, threshold=1.5).max() == 0  # nothing is that likely
-    steps, labels = drain(iter_segment(image, blob_model, params=PostprocessParams(min_size=1000)))
+    _steps, labels = drain(iter_segment(image, blob_model, params=PostprocessParams(min_size=1000)))
     assert labels.max() == 0
     with pytest.raises(TypeError, match="unexpected keyword"):
         segment(image, model=blob_model, tile_size=5)

@@ -146,7 +146,7 @@ def test_viewer_refuses_bad_file_with_our_message(make_napari_viewer, tmp_path: 
     tifffile.imwrite(full, RNG.integers(0, 255, (4, 64, 64)).astype(np.uint8), imagej=True)
     p.write_bytes(full.read_bytes()[:5000])
     viewer = make_napari_viewer()
-    with pytest.raises(Exception, match="cannot open cut.tif: truncated"):
+    with pytest.raises(Exception, match=r"cannot open cut\.tif: truncated"):
         viewer.open(str(p), plugin=PLUGIN)
     assert len(viewer.layers) == 0
 

@@ -31,11 +31,11 @@ _LAZY = {
 }
 
 __all__ = [
-    "__version__",
     "BatchOptions",
     "Model",
     "UNet",
     "UNetConfig",
+    "__version__",
     "finetune",
     "iter_segment",
     "list_models",

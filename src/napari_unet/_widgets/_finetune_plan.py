@@ -278,7 +278,7 @@ class PlanePreview:
         can = to_canonical(self.image, self.axes)
         n_c = int(can.shape[2])
         chans = _channels(n_c, model.config.in_channels, self.channel, "C" in self.axes)
-        lead = [a for a in self.axes.replace("C", "")[:-2]]
+        lead = list(self.axes.replace("C", "")[:-2])
         pos = dict(zip(lead, plane, strict=True))
         t, z = int(pos.get("T", 0)), int(pos.get("Z", 0))
         if t not in self._bounds:

@@ -62,7 +62,7 @@ class LossPlot(QWidget):
             x, y = x[:n].reshape(-1, k).mean(1), y[:n].reshape(-1, k).mean(1)
         return x, y
 
-    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+    def paintEvent(self, event: Any) -> None:
         from qtpy.QtCore import QPointF, QRectF
         from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
 
@@ -101,7 +101,7 @@ class LossPlot(QWidget):
 
         for value, flag in ((y1, Qt.AlignmentFlag.AlignTop), (y0, Qt.AlignmentFlag.AlignBottom)):
             painter.drawText(
-                QRectF(0, top if flag == Qt.AlignmentFlag.AlignTop else top, left - 4, box.height()),
+                QRectF(0, top, left - 4, box.height()),
                 int(flag | Qt.AlignmentFlag.AlignRight),
                 f"{value:.3g}",
             )

@@ -9,6 +9,7 @@ at most 4 times a second, and a preview (a few hundred pixels square) every few 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -772,10 +773,8 @@ class FinetuneWidget(QWidget):
     def _saved(self, info: Any, summary: str) -> None:
         if self._result is not None:
             self._result.card["name"] = info.name  # as in the saved file
-            try:
+            with contextlib.suppress(OSError):
                 self.model_state.remember(str(info.path), self._result)
-            except OSError:
-                pass
         self.model_state.changed()
         self.model_state.select(str(info.path))
         self.segment_again_button.setEnabled(True)
@@ -873,7 +872,7 @@ class FinetuneWidget(QWidget):
             win.installEventFilter(self)
             self._watched_window = win
 
-    def eventFilter(self, obj: Any, event: QEvent) -> bool:  # noqa: N802 - Qt name
+    def eventFilter(self, obj: Any, event: QEvent) -> bool:
         if obj is self._watched_window and event.type() == QEvent.Type.Close and self.worker is not None:
             if event.spontaneous():  # the user's x: napari may still ask to confirm
                 QTimer.singleShot(0, self._stop_if_window_gone)
@@ -891,6 +890,6 @@ class FinetuneWidget(QWidget):
             self.stop()
         return super().event(event)
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+    def closeEvent(self, event: Any) -> None:
         self.stop()
         super().closeEvent(event)

@@ -155,7 +155,7 @@ class _ModelCombo(QComboBox):
 
     about_to_show = Signal()
 
-    def showPopup(self) -> None:  # noqa: N802 - Qt name
+    def showPopup(self) -> None:
         self.about_to_show.emit()
         super().showPopup()
 
@@ -770,6 +770,6 @@ class SegmentWidget(QWidget):
             self.image_combo.setCurrentIndex(index)
         self.segment()
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+    def closeEvent(self, event: Any) -> None:
         self.stop()
         super().closeEvent(event)

@@ -301,7 +301,7 @@ def _open_tiff(
                             raise ImageReadError("truncated TIFF (image data runs past the end of the file)")
                 if (
                     series.dataoffset is not None
-                    and 0 < series.nbytes
+                    and series.nbytes > 0
                     and series.dataoffset + series.nbytes > file_size
                 ):
                     raise ImageReadError("truncated TIFF (image data runs past the end of the file)")

@@ -48,7 +48,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown architecture arguments: {sorted(unknown)}")
@@ -143,5 +143,3 @@ class UNet(nn.Module):
                 skip = _center_crop(skip, x.shape[-2], x.shape[-1])
             x = block(torch.cat([skip, x], dim=1))
         return self.head(x)
-
-

@@ -900,15 +900,14 @@ def write_summary(
 
     path = Path(path)
     rows = [asdict(r) for r in results]
-    with atomic_write(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            if path.suffix.lower() == ".csv":
-                names = [f.name for f in FileResult.__dataclass_fields__.values()]
-                writer = csv.DictWriter(fh, fieldnames=names)
-                writer.writeheader()
-                writer.writerows(rows)
-            else:
-                blob = {**(extra or {}), "summary": asdict(summarize(results, seconds)), "files": rows}
-                json.dump(blob, fh, indent=1)
-                fh.write("\n")
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        if path.suffix.lower() == ".csv":
+            names = [f.name for f in FileResult.__dataclass_fields__.values()]
+            writer = csv.DictWriter(fh, fieldnames=names)
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            blob = {**(extra or {}), "summary": asdict(summarize(results, seconds)), "files": rows}
+            json.dump(blob, fh, indent=1)
+            fh.write("\n")
     return path

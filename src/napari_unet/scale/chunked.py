@@ -164,7 +164,7 @@ def default_halo(model: Model, config: PredictConfig = PredictConfig()) -> tuple
     diameter = _diameter(model, config)
     yx = int(math.ceil(2.0 * diameter / 8.0) * 8)
     anisotropy = config.anisotropy if config.anisotropy is not None else ASSUMED_ANISOTROPY
-    z = int(math.ceil(diameter / anisotropy)) + 1
+    z = math.ceil(diameter / anisotropy) + 1
     return z, yx, yx
 
 
@@ -499,7 +499,7 @@ def iter_segment_chunked(
     grid_starts = tuple(sorted({b.core[d].start for b in blocks}) for d in range(3))
     # prediction: one plane at a time, in large Y/X blocks with the net's context around them
     margin = _grid(model, (min(h, 64), min(w, 64)), config).margin[0]  # 'valid' nets: their border
-    net_halo = int(math.ceil(max(config.overlap, margin) / (zoom or 1.0)))
+    net_halo = math.ceil(max(config.overlap, margin) / (zoom or 1.0))
     # (cores of exactly PREDICT_BLOCK: with the defaults, core + context is 4 tiles of 576 px)
     pblocks = plan_blocks((1, h, w), (1, PREDICT_BLOCK, PREDICT_BLOCK), (0, net_halo, net_halo), even=False)
 

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC
 from typing import Any
 
 import numpy as np
@@ -77,7 +78,7 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine" over ``steps``, or "constant"
     boundary_weight: float = 2.0
     touch_weight: float = 6.0
-    augment: AugmentParams = AugmentParams()
+    augment: AugmentParams = field(default_factory=AugmentParams)
     amp: bool | None = None  # None: bf16 where the hardware has it
     seed: int = 0
     freeze_batchnorm: bool = False  # keep running statistics (fine-tuning on few images)
@@ -316,7 +317,7 @@ def split_holdout(
     if fraction <= 0:
         return list(samples), [], "nothing held back (holdout 0): no before/after score"
     if total * fraction < min_pixels:
-        need = int(math.ceil(min_pixels / fraction))
+        need = math.ceil(min_pixels / fraction)
         return (
             list(samples),
             [],
@@ -531,7 +532,7 @@ def _finetuned_card(
     **run: Any,
 ) -> dict[str, Any]:
     """The parent's card (normalisation, target, post-processing) plus where this model comes from."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     pc = parent.card
     card = {
@@ -550,7 +551,7 @@ def _finetuned_card(
         "metrics": pc.get("metrics"),
         "parent": pc.get("parent"),
     }
-    card["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    card["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     diameter = median_object_diameter(samples)
     if diameter is not None:
         card["object_diameter"] = round(diameter, 1)
