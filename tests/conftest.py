@@ -110,3 +110,18 @@ def write_ome_tiff():
         return data
 
     return write
+
+
+GUI_FIXTURES = {"make_napari_viewer", "qtbot"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark by level: ``gui`` for every test that needs a viewer or Qt (tests/widgets, tests/e2e,
+    or a test using those fixtures), ``e2e`` for the end-to-end tests; the rest is the Qt-free core
+    (``pytest -m "not gui"``)."""
+    for item in items:
+        parts = Path(str(item.path)).parts
+        if "e2e" in parts:
+            item.add_marker(pytest.mark.e2e)
+        if "widgets" in parts or "e2e" in parts or GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gui)
