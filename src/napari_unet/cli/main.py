@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """``segment`` takes its inputs anywhere among its options (``segment a.tif -o out b.tif``,
     ``segment -o out 'data/*.tif'``): argparse's intermixed parsing, which works on the
-    subcommand's own parser only."""
+    subcommand's own parser only.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["segment"]:
         seg = parser.get_default("_segment_parser")

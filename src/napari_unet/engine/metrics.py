@@ -70,7 +70,8 @@ def f1_score(truth: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> flo
 
 def _distinct_ids(labels: Any) -> int:
     """Distinct non-zero ids of one array: numpy in one bincount pass (a sort only for ids
-    above the pixel count), dask one chunk at a time (it may not fit in memory)."""
+    above the pixel count), dask one chunk at a time (it may not fit in memory).
+    """
     if isinstance(labels, np.ndarray):
         flat = labels.ravel()
         if flat.size == 0 or int(flat.max()) == 0:
@@ -88,7 +89,8 @@ def _distinct_ids(labels: Any) -> int:
 def count_objects(labels: Any, axes: str | None = None) -> int:
     """Objects in instance labels: distinct non-zero ids, counted per time point when ``axes``
     (the labels' own, no C) has a T axis, since frames segmented independently restart their
-    ids. ``labels``: numpy, or a zarr / dask array read chunk by chunk."""
+    ids. ``labels``: numpy, or a zarr / dask array read chunk by chunk.
+    """
     if not hasattr(labels, "chunks"):
         labels = np.asarray(labels)
     elif not hasattr(labels, "to_delayed"):  # zarr: through dask, so a frame is never read whole

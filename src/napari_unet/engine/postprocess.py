@@ -24,7 +24,8 @@ from skimage.segmentation import watershed
 @dataclass(frozen=True)
 class PostprocessParams:
     """``threshold``: foreground probability cut; ``min_size``: smallest object in pixels
-    (voxels in 3D); ``seed_threshold``: interior probability that makes a seed."""
+    (voxels in 3D); ``seed_threshold``: interior probability that makes a seed.
+    """
 
     threshold: float = 0.5
     seed_threshold: float = 0.5
@@ -118,7 +119,8 @@ def _objects(
 def ball(radius: float, anisotropy: float = 1.0) -> np.ndarray:
     """A 3D footprint: the voxels within ``radius`` xy-pixels of the centre, physically
     (a z step is ``anisotropy`` pixels), so it spans ``floor(radius / anisotropy)`` slices
-    each side of the centre."""
+    each side of the centre.
+    """
     kz, k = int(np.floor(radius / max(anisotropy, 1e-6))), int(np.floor(radius))
     zz, yy, xx = np.mgrid[-kz : kz + 1, -k : k + 1, -k : k + 1]
     return (zz * anisotropy) ** 2 + yy**2 + xx**2 <= radius**2

@@ -314,7 +314,8 @@ def _zoomed_plane(planes: Callable[[int], np.ndarray], shape: tuple[int, int], z
 
 def _unzoom(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(K, Z, h', w') probabilities -> (K, Z, *shape), one slice at a time (bilinear keeps them
-    probabilities: every output is a convex combination of inputs)."""
+    probabilities: every output is a convex combination of inputs).
+    """
     out = np.empty((*probs.shape[:2], *shape), np.float32)
     for z in range(probs.shape[1]):
         out[:, z] = _resize(probs[:, z], shape)
@@ -384,8 +385,9 @@ ASSUMED_ANISOTROPY = 3.0
 
 
 def anisotropy_from_pixel_size(pixel_size: Any) -> float | None:
-    """z step / xy pixel size from a reader's ``meta["pixel_size"]`` ({"X", "Y", "Z"}) or a
-    (z, y, x) scale; None when unknown (no Z size, or every size 1, napari's default scale)."""
+    """Z step / xy pixel size from a reader's ``meta["pixel_size"]`` ({"X", "Y", "Z"}) or a
+    (z, y, x) scale; None when unknown (no Z size, or every size 1, napari's default scale).
+    """
     if not pixel_size:
         return None
     if isinstance(pixel_size, dict):
@@ -431,7 +433,8 @@ _LOADED: dict[tuple[str, int, int], Model] = {}
 
 def _as_model(model: Model | str | None) -> Model:
     """A Model from a Model, name or path; files are loaded once (and again when they change),
-    so repeated ``segment(image)`` calls do not pay for loading and preparing the net."""
+    so repeated ``segment(image)`` calls do not pay for loading and preparing the net.
+    """
     if isinstance(model, Model):
         return model
     from napari_unet.models.registry import load_model, resolve_model_path
@@ -450,7 +453,7 @@ def _as_model(model: Model | str | None) -> Model:
 
 
 def _as_array(image: Any) -> Any:
-    """numpy or dask arrays pass through (dask stays lazy); anything else becomes numpy."""
+    """Numpy or dask arrays pass through (dask stays lazy); anything else becomes numpy."""
     if isinstance(image, np.ndarray) or (
         hasattr(image, "shape") and hasattr(image, "dtype") and hasattr(image, "transpose")
     ):

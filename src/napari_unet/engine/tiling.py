@@ -104,7 +104,8 @@ def plan_axis(length: int, sizes: Sequence[int], step: int = 1, min_overlap: int
 @dataclass(frozen=True)
 class Tile:
     """One tile: ``source`` slices the padded image for the net's input; ``crop`` slices the
-    net's output tile to the part kept; ``target`` is where that part goes in the image."""
+    net's output tile to the part kept; ``target`` is where that part goes in the image.
+    """
 
     index: tuple[int, int]
     source: tuple[slice, slice]
@@ -242,7 +243,8 @@ def grid_for_net(
     shape: tuple[int, int], net: NetGeometry, tile: int, overlap: int, padding: str = "same"
 ) -> TileGrid:
     """Grid for a U-Net: ``padding`` 'same' uses :func:`make_grid`; 'valid' tiles the output
-    side by side (``tile`` = largest output side; ``overlap`` is not needed and ignored)."""
+    side by side (``tile`` = largest output side; ``overlap`` is not needed and ignored).
+    """
     if padding == "same":
         return make_grid(shape, tile, overlap, net.multiple)
     if padding != "valid":

@@ -128,7 +128,7 @@ def _check_pixels(data: np.ndarray) -> np.ndarray:
 
 
 def map_tiff_axes(file_axes: str) -> str | None:
-    """tifffile axis letters -> ours (TZCYX), or ``None`` if any dimension's meaning is unknown."""
+    """Tifffile axis letters -> ours (TZCYX), or ``None`` if any dimension's meaning is unknown."""
     out = []
     for letter in file_axes.upper():
         ours = _TIFF_AXES.get(letter)

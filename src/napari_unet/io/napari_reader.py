@@ -87,7 +87,7 @@ def layer_data(
     levels: list[Any] | None = None,
     name: str | None = None,
 ) -> list[LayerData]:
-    """napari layer data tuples for an array with known (or guessable) axes."""
+    """Napari layer data tuples for an array with known (or guessable) axes."""
     guessed = False
     rgb_hint = bool(meta.get("rgb"))
     if axes is None:

@@ -75,7 +75,8 @@ class Model:
 
     def to_dict(self, half: bool = False) -> dict[str, Any]:
         """The file's content. ``half`` stores conv weights as float16 (half the size; BatchNorm
-        statistics stay float32); they are cast back to float32 on load."""
+        statistics stay float32); they are cast back to float32 on load.
+        """
         state = {}
         for k, v in self.net.state_dict().items():
             v = v.detach().cpu().contiguous()

@@ -68,7 +68,8 @@ def _rotation_3d(yaw: float, tilt: float) -> np.ndarray:
 class _Canvas:
     """Rasterises nuclei one by one; where two overlap, a pixel goes to the nucleus whose
     normalised elliptical distance is smaller, which makes touching nuclei meet along a
-    plausible boundary instead of one covering the other."""
+    plausible boundary instead of one covering the other.
+    """
 
     def __init__(self, shape: tuple[int, ...], spacing: tuple[float, ...]) -> None:
         self.shape = shape
@@ -293,7 +294,8 @@ def nuclei_timelapse(
 ) -> SyntheticNuclei:
     """A (T, Y, X) movie: nuclei drift (common ``drift`` px/frame plus a little of their own),
     turn slowly, and bleach. Labels keep a nucleus' id in every frame, so they double as
-    tracking ground truth."""
+    tracking ground truth.
+    """
     rng = np.random.default_rng(seed)
     shape = (int(shape[0]), int(shape[1]))
     first = _Canvas(shape, (1.0, 1.0))

@@ -372,7 +372,8 @@ def decide_axes(data: Any, file_axes: str | None, user_axes: str | None) -> str:
 def _read_input(path: Path, wants_channels: bool) -> tuple[Any, str | None, dict[str, Any]]:
     """The one place inputs are read: OME-Zarr and TIFF through ``io.open_image`` (lazy, as dask,
     above its size threshold, so a worker holds one frame at a time), PNG/JPEG through
-    ``io.read_image``, which can keep a grey-looking RGB image's channels when asked."""
+    ``io.read_image``, which can keep a grey-looking RGB image's channels when asked.
+    """
     from napari_unet.io import images as io
 
     if is_zarr_path(path):
@@ -562,7 +563,8 @@ def _local_dask() -> Iterator[None]:
     """Lazy inputs are computed here, never on a distributed Client that happens to be around:
     inside a task, dask would otherwise pick the worker's client and queue the file's chunks
     behind the very tasks that wait for them. One thread on a worker (it has one core's share),
-    a thread pool in-process."""
+    a thread pool in-process.
+    """
     import dask
 
     with dask.config.set(scheduler="synchronous" if _on_dask_worker() else "threads"):
@@ -691,7 +693,8 @@ def _connect(scheduler: Any) -> _Cluster:
 
 def _model_for_workers(spec: str | None) -> str | None:
     """The bundled model stays a name (each worker finds its own copy); any other model is sent as
-    its absolute file path, which the workers must be able to read."""
+    its absolute file path, which the workers must be able to read.
+    """
     from napari_unet.models.registry import BUNDLED_NAME, resolve_model_path
 
     if spec is None or spec == BUNDLED_NAME:

@@ -103,7 +103,8 @@ Box = tuple[slice, slice, slice]
 @dataclass(frozen=True)
 class Block:
     """``core``: the (Z, Y, X) part of the frame this block writes; ``ext``: what it reads (core
-    plus halo, clipped to the frame); ``index``: its (z, y, x) position in the block grid."""
+    plus halo, clipped to the frame); ``index``: its (z, y, x) position in the block grid.
+    """
 
     index: tuple[int, int, int]
     core: Box
@@ -123,7 +124,8 @@ class Block:
 
 def _axis_cores(n: int, size: int, even: bool = True) -> list[tuple[int, int]]:
     """Cores <= ``size`` covering ``[0, n)``: of about equal length (no sliver at the end), or
-    with ``even=False`` of exactly ``size`` but the last (tile grids stay aligned)."""
+    with ``even=False`` of exactly ``size`` but the last (tile grids stay aligned).
+    """
     size = max(size, 1)
     if not even:
         return [(a, min(a + size, n)) for a in range(0, n, size)]
@@ -136,7 +138,8 @@ def plan_blocks(
     shape: tuple[int, int, int], block: tuple[int, int, int], halo: tuple[int, int, int], even: bool = True
 ) -> list[Block]:
     """Blocks over a (Z, Y, X) frame in raster order; the halo is dropped along an axis that is
-    not split (nothing to share there)."""
+    not split (nothing to share there).
+    """
     axes = []
     for n, size, h in zip(shape, block, halo, strict=True):
         cores = _axis_cores(int(n), int(size), even)
@@ -160,7 +163,8 @@ def default_halo(model: Model, config: PredictConfig = PredictConfig()) -> tuple
     """(Z, Y, X) halo of the post-processing blocks: two object diameters in Y/X (rounded up to
     8 px; more than the seed erosion and than any object that crosses the core's border) and
     one diameter in slices (plus one) in Z. The net's own context is separate: prediction
-    blocks are read with ``config.overlap`` px around them."""
+    blocks are read with ``config.overlap`` px around them.
+    """
     diameter = _diameter(model, config)
     yx = int(math.ceil(2.0 * diameter / 8.0) * 8)
     anisotropy = config.anisotropy if config.anisotropy is not None else ASSUMED_ANISOTROPY
@@ -173,7 +177,8 @@ def default_block(
 ) -> tuple[int, int, int]:
     """Core (Z, Y, X) of the post-processing blocks: about ``BLOCK_VOXELS`` voxels with the
     halo, whatever the frame's size and depth, so memory does not grow with the stack. Z is
-    split only beyond ``MAX_WHOLE_Z`` slices."""
+    split only beyond ``MAX_WHOLE_Z`` slices.
+    """
     n_z = int(shape[0])
     zb = n_z if n_z <= MAX_WHOLE_Z else Z_BLOCK
     z_ext = n_z if zb >= n_z else zb + 2 * halo[0]
@@ -186,9 +191,10 @@ def default_block(
 
 
 def _lazy(image: Any, axes: str) -> Any:
-    """numpy and dask arrays as they are; zarr and other array-likes as dask arrays over them,
+    """Numpy and dask arrays as they are; zarr and other array-likes as dask arrays over them,
     so indexing reads only the chunks a block touches (array-likes without chunks: one plane
-    of up to ``PLANE_CHUNK`` x ``PLANE_CHUNK`` per chunk; dask reads a chunk whole)."""
+    of up to ``PLANE_CHUNK`` x ``PLANE_CHUNK`` per chunk; dask reads a chunk whole).
+    """
     if isinstance(image, np.ndarray):
         return image
     import dask.array as da
@@ -275,7 +281,8 @@ def _frame_bounds(
 ) -> Generator[None, None, list[tuple[float, float] | None]]:
     """Per-channel bounds of a frame, equal to :func:`napari_unet.engine.predict._bounds` on the whole
     frame: the same strided sample (every ``step``-th voxel in C order), streamed block by block.
-    Yields after each block (a Stop point: reading a big frame takes a while)."""
+    Yields after each block (a Stop point: reading a big frame takes a while).
+    """
     n_z, h, w = shape
     step = max(1, (n_z * h * w) // SAMPLE_VOXELS)
     parts: list[list[np.ndarray]] = [[] for _ in range(n_c)]
@@ -396,7 +403,8 @@ def _as_triple(value: int | tuple[int, ...] | None, name: str) -> tuple[int, int
 def _write_maps(maps: Any, where: tuple, probs: np.ndarray) -> None:
     """(K, h, w) softmax probabilities -> interior and foreground (as post-processing reads them,
     see :func:`napari_unet.engine.predict._instances`), float16, into ``maps[:, *where]``; the sum is
-    formed in place (``probs`` is spent)."""
+    formed in place (``probs`` is spent).
+    """
     if probs.shape[0] not in (2, 3):
         raise ValueError(f"cannot turn {probs.shape[0]} output channels into instances (need 2 or 3)")
     maps[(0, *where)] = probs[1].astype(np.float16)
@@ -410,7 +418,8 @@ def _probability_store(shape: tuple[int, int, int, int], scratch: str | os.PathL
     """Where a frame's (2, Z, Y, X) float16 probabilities wait for post-processing: memory when
     they are small (``PROBS_IN_MEMORY`` bytes), else a temporary zarr store on disk in
     ``scratch`` ($NAPARI_UNET_SCRATCH, else the user cache folder: not /tmp, which may be RAM),
-    deleted on exit, also on error or Stop."""
+    deleted on exit, also on error or Stop.
+    """
     if 2 * math.prod(shape) <= PROBS_IN_MEMORY:
         yield np.zeros(shape, np.float16)
         return

@@ -34,7 +34,8 @@ class NoAnnotationError(ValueError):
 @dataclass
 class Sample:
     """One training image: ``image`` (C, H, W) normalised float32, ``labels`` (H, W) instance
-    ids (0 = background), ``mask`` (H, W) bool of the pixels that count (None = all)."""
+    ids (0 = background), ``mask`` (H, W) bool of the pixels that count (None = all).
+    """
 
     image: np.ndarray
     labels: np.ndarray
@@ -489,7 +490,8 @@ def iter_finetune(
 def _run_preview(preview: Callable[[Model], Any], work: Model) -> Any:
     """Call ``preview`` on the net in eval mode (as prediction runs it), then resume training.
 
-    Frozen BatchNorm layers stay in eval mode, as :func:`iter_train` set them."""
+    Frozen BatchNorm layers stay in eval mode, as :func:`iter_train` set them.
+    """
     net = work.net
     modes = {m: m.training for m in net.modules()}
     net.eval()
