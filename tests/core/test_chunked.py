@@ -71,9 +71,9 @@ def test_objects_crossing_block_borders_keep_one_id(blob_model, block, monkeypat
     mem = segment(image, model=blob_model, axes="YX", config=FP32)
     out = np.zeros(image.shape, np.uint32)
     joined = []
-    real = chunked._compact_lut
+    real = chunked.compact_lut
     monkeypatch.setattr(
-        chunked, "_compact_lut", lambda joins, n: joined.append(dict(joins.parent)) or real(joins, n)
+        chunked, "compact_lut", lambda joins, n: joined.append(dict(joins.parent)) or real(joins, n)
     )
     segment_chunked(image, out, blob_model, axes="YX", config=FP32, block=block[1:], halo=(0, 12, 12))
     if block == (1, 32, 32):  # the U's arms were two objects in the top block, joined below
@@ -110,7 +110,7 @@ def test_bounds_use_the_in_memory_strided_sample(monkeypatch) -> None:
     monkeypatch.setattr(chunked, "SAMPLE_VOXELS", 700)
     frame = np.random.default_rng(3).gamma(2.0, 100.0, (3, 37, 41)).astype(np.float32)
     blocks = plan_blocks(frame.shape, (2, 16, 13), (1, 4, 4))
-    gen = chunked._frame_bounds(lambda box: frame[box][:, None], frame.shape, blocks, 1, 1.0, 99.8)
+    gen = chunked.frame_bounds(lambda box: frame[box][:, None], frame.shape, blocks, 1, 1.0, 99.8)
     with pytest.raises(StopIteration) as stop:
         while True:
             next(gen)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_unet.common.axes import AxesError
-from napari_unet.engine import predict
+from napari_unet.engine import inference, object_scale, predict
 from napari_unet.engine.devices import autocast_dtype
 from napari_unet.engine.normalize import BadImageError
 from napari_unet.engine.postprocess import PostprocessParams
@@ -59,7 +59,7 @@ def test_iter_probabilities_yields_once_per_batch(tiny, batch_size):
     config = PredictConfig(tile=32, overlap=16, batch_size=batch_size, amp=False)
     steps, probs = drain(iter_probabilities(tiny, image, config))
     total = steps[-1].total
-    assert total == len(predict._grid(tiny, (70, 90), config)) > 1
+    assert total == len(inference.tile_grid(tiny, (70, 90), config)) > 1
     assert len(steps) == math.ceil(total / batch_size)
     assert [s.done for s in steps] == [min((i + 1) * batch_size, total) for i in range(len(steps))]
     assert all(s.stage == "predict" and s.total == total for s in steps)
@@ -98,19 +98,19 @@ def test_bf16_close_to_fp32(tiny):
 def test_inference_net_leaves_training_weights_alone(tiny):
     tiny.net.train()
     before = {k: v.clone() for k, v in tiny.net.state_dict().items()}
-    runner = predict._make_runner(tiny, FP32)
+    runner = inference.make_runner(tiny, FP32)
     assert tiny.net.training  # the model's own net keeps its mode
     for k, v in tiny.net.state_dict().items():
         assert torch.equal(v, before[k])
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in runner.module.modules())
-    assert predict._make_runner(tiny, FP32) is runner  # cached
+    assert inference.make_runner(tiny, FP32) is runner  # cached
     with torch.no_grad():
         next(tiny.net.parameters()).add_(0.1)  # in-place update, as an optimiser step does
-    assert predict._make_runner(tiny, FP32) is not runner
+    assert inference.make_runner(tiny, FP32) is not runner
 
 
 def test_runner_matches_module(tiny):
-    runner = predict._make_runner(tiny, FP32)
+    runner = inference.make_runner(tiny, FP32)
     x = np.random.default_rng(3).random((2, 1, 32, 48)).astype(np.float32)
     with torch.inference_mode():
         ref = tiny.net.eval()(torch.from_numpy(x))
@@ -182,7 +182,7 @@ def test_progress_counts_tiles_of_all_planes(tiny):
     steps, labels = drain(iter_segment(image, tiny, axes="TZYX", config=config))
     pred = [s for s in steps if s.stage == "predict"]
     post = [s for s in steps if s.stage == "postprocess"]
-    tiles = len(predict._grid(tiny, (40, 40), config))
+    tiles = len(inference.tile_grid(tiny, (40, 40), config))
     assert pred[-1] == Progress(2 * 3 * tiles, 2 * 3 * tiles, "predict")
     assert len(pred) == 2 * 3 * tiles
     assert post == [Progress(1, 2, "postprocess"), Progress(2, 2, "postprocess")]
@@ -197,7 +197,7 @@ def test_auto_batch_shares_passes_between_small_slices(tiny):
     big[::7] = 9
     config = PredictConfig(tile=32, overlap=16)
     steps, _ = drain(iter_segment(big, tiny, config=config))
-    assert len([s for s in steps if s.stage == "predict"]) == len(predict._grid(tiny, (100, 100), config))
+    assert len([s for s in steps if s.stage == "predict"]) == len(inference.tile_grid(tiny, (100, 100), config))
 
 
 def test_cancel_by_closing(tiny):
@@ -344,13 +344,13 @@ def test_fast_postprocess_equals_whole_image_watershed(ndim, seed):
 
 def test_zoom_is_trained_over_given_diameter_clipped(tiny):
     assert predict.trained_diameter(tiny) == 20.0
-    assert predict._zoom(tiny, None) is None
-    assert predict._zoom(tiny, 40) == pytest.approx(0.5)
-    assert predict._zoom(tiny, 10) == pytest.approx(2.0)
-    assert predict._zoom(tiny, 1000) == 0.25 and predict._zoom(tiny, 1) == 4.0
-    assert predict._zoom(tiny, 20.5) is None and predict._zoom(tiny, 19.5) is None  # within 5%
+    assert object_scale.zoom_factor(tiny, None) is None
+    assert object_scale.zoom_factor(tiny, 40) == pytest.approx(0.5)
+    assert object_scale.zoom_factor(tiny, 10) == pytest.approx(2.0)
+    assert object_scale.zoom_factor(tiny, 1000) == 0.25 and object_scale.zoom_factor(tiny, 1) == 4.0
+    assert object_scale.zoom_factor(tiny, 20.5) is None and object_scale.zoom_factor(tiny, 19.5) is None  # within 5%
     card = Model(tiny.net, {"object_diameter": 30.0})
-    assert predict._zoom(card, 60) == pytest.approx(0.5)
+    assert object_scale.zoom_factor(card, 60) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("bad", [0, -3, math.nan, math.inf])
@@ -370,9 +370,9 @@ def test_diameter_keeps_the_label_shape_and_progress(tiny, shape, axes, diameter
     assert labels.shape == shape
     pred = [s for s in steps if s.stage == "predict"]
     assert pred[-1].done == pred[-1].total and all(s.total == pred[-1].total for s in pred)
-    zoom = predict._zoom(tiny, diameter)
+    zoom = object_scale.zoom_factor(tiny, diameter)
     h, w = shape[-2:]
-    tiles = len(predict._grid(tiny, (round(h * zoom), round(w * zoom)), config))
+    tiles = len(inference.tile_grid(tiny, (round(h * zoom), round(w * zoom)), config))
     planes = math.prod(shape[:-2])
     assert pred[-1].total == planes * tiles
 
@@ -387,13 +387,13 @@ def test_diameter_none_or_as_trained_changes_nothing(tiny):
 
 def test_diameter_rescales_what_the_net_sees(tiny, monkeypatch):
     seen: list[tuple[int, ...]] = []
-    call = predict._Runner.__call__
+    call = inference.Runner.__call__
 
     def spy(self, batch):
         seen.append(batch.shape[-2:])
         return call(self, batch)
 
-    monkeypatch.setattr(predict._Runner, "__call__", spy)
+    monkeypatch.setattr(inference.Runner, "__call__", spy)
     image = np.random.default_rng(3).integers(0, 255, (64, 96)).astype(np.uint8)
     sizes = {}
     for diameter in [None, 40.0, 10.0]:

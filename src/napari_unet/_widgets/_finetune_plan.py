@@ -263,13 +263,11 @@ class PlanePreview:
         import time
 
         from napari_unet.common.axes import to_canonical
+        from napari_unet.engine.normalize import apply_bounds, channel_bounds, select_channels
         from napari_unet.engine.predict import (
             PredictConfig,
-            _bounds,
-            _channels,
-            _instances,
-            _normalise,
             default_params,
+            instances,
             iter_probabilities,
         )
 
@@ -277,7 +275,7 @@ class PlanePreview:
         plane, (y0, y1, x0, x1) = self.target.value
         can = to_canonical(self.image, self.axes)
         n_c = int(can.shape[2])
-        chans = _channels(n_c, model.config.in_channels, self.channel, "C" in self.axes)
+        chans = select_channels(n_c, model.config.in_channels, self.channel, "C" in self.axes)
         lead = list(self.axes.replace("C", "")[:-2])
         pos = dict(zip(lead, plane, strict=True))
         t, z = int(pos.get("T", 0)), int(pos.get("Z", 0))
@@ -286,16 +284,16 @@ class PlanePreview:
             frame = np.asarray(can[t, :, chans])
             if frame.dtype == bool:
                 frame = frame.view(np.uint8)
-            self._bounds[t] = [_bounds(frame[:, c], low, high) for c in range(frame.shape[1])]
+            self._bounds[t] = [channel_bounds(frame[:, c], low, high) for c in range(frame.shape[1])]
         if all(b is None for b in self._bounds[t]):
             return PreviewResult(plane, (y0, y1, x0, x1), np.zeros((y1 - y0, x1 - x0), np.int32), 0.0)
         window = np.asarray(can[t, z, chans, y0:y1, x0:x1])
         if window.dtype == bool:
             window = window.view(np.uint8)
-        x = _normalise(window, self._bounds[t])
+        x = apply_bounds(window, self._bounds[t])
         device = next(model.net.parameters()).device.type
         probs = drain(iter_probabilities(model, x, PredictConfig(device=device)))
-        labels = _instances(probs, default_params(model))
+        labels = instances(probs, default_params(model))
         return PreviewResult(plane, (y0, y1, x0, x1), labels, time.perf_counter() - t0)
 
 

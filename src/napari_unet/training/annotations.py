@@ -28,10 +28,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_unet.common.axes import guess_axes, output_axes, to_canonical, validate_axes
-from napari_unet.engine.normalize import check_finite
 
 # prediction's own normalisation helpers: training must normalise exactly as predict does
-from napari_unet.engine.predict import _bounds, _channels, _normalise
+from napari_unet.engine.normalize import apply_bounds, channel_bounds, check_finite, select_channels
 from napari_unet.models.model_file import Model
 from napari_unet.training.loop import NoAnnotationError, Sample, annotation_summary
 
@@ -145,7 +144,7 @@ def samples_from_arrays(
     lab = _check_labels(lab, ignore_label)
     can = to_canonical(img, axes)
     n_t, n_z, n_c, h, w = (int(s) for s in can.shape)
-    chans = _channels(n_c, model.config.in_channels, channel, "C" in axes)
+    chans = select_channels(n_c, model.config.in_channels, channel, "C" in axes)
     lab_can = np.asarray(to_canonical(lab, lab_axes)[:, :, 0])  # (T, Z, Y, X)
     mask_can = _reviewed_planes(reviewed, (n_t, n_z, h, w), lab_axes)
     chosen = _selected_planes(slices, n_t, n_z, axes)
@@ -177,11 +176,11 @@ def samples_from_arrays(
             frame = np.asarray(can[t, :, chans])
             if frame.dtype == bool:
                 frame = frame.view(np.uint8)
-            bounds_of[t] = [_bounds(frame[:, c], low, high) for c in range(frame.shape[1])]
+            bounds_of[t] = [channel_bounds(frame[:, c], low, high) for c in range(frame.shape[1])]
         plane = np.asarray(can[t, z, chans])
         if plane.dtype == bool:
             plane = plane.view(np.uint8)
-        norm = _normalise(plane, bounds_of[t])
+        norm = apply_bounds(plane, bounds_of[t])
         samples.append(
             Sample(
                 norm,

@@ -1,0 +1,163 @@
+"""Where a batch writes each input's labels, the resume rule, and the writing itself.
+
+Resumable because every output is written atomically (a temporary file or folder renamed
+into place): an output that exists under its final name is complete, so a re-run skips it
+("skipped (done)") and redoes everything else. An existing file that is *not* a readable
+label file is not ours: it is reported and left alone unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import tifffile
+
+from napari_unet.engine.metrics import count_objects
+
+# _tifffile_log collects tifffile's complaints instead of printing them (io's private helper)
+from napari_unet.io.images import _tifffile_log, image_stem, write_labels
+from napari_unet.io.omezarr import read_ome_zarr, write_ome_zarr
+from napari_unet.scale.batch_types import BatchInputError, FileResult
+
+__all__ = [
+    "LABELS_TAG",
+    "OUTPUT_SUFFIX",
+    "ZARR_SUFFIXES",
+    "count_store",
+    "is_zarr_path",
+    "output_format",
+    "output_path",
+    "output_state",
+    "precheck",
+    "tiff_from_store",
+    "write_output",
+]
+
+ZARR_SUFFIXES = (".ome.zarr", ".zarr")
+LABELS_TAG = "_labels"
+OUTPUT_SUFFIX = {"tif": f"{LABELS_TAG}.tif", "zarr": f"{LABELS_TAG}.ome.zarr"}
+
+
+def is_zarr_path(path: str | os.PathLike) -> bool:
+    """OME-Zarr stores are folders named ``*.zarr``: an input, never a folder to look into."""
+    return str(path).rstrip("/\\").lower().endswith(".zarr")
+
+
+def _stem(input_path: str | os.PathLike) -> str:
+    name = Path(str(input_path).rstrip("/\\")).name
+    for suffix in ZARR_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return image_stem(name)
+
+
+def output_format(input_path: str | os.PathLike, fmt: str) -> str:
+    """``auto``: OME-Zarr stays OME-Zarr (it is usually big), everything else becomes TIFF."""
+    if fmt != "auto":
+        return fmt
+    return "zarr" if is_zarr_path(input_path) else "tif"
+
+
+def output_path(outdir: str | os.PathLike, input_path: str | os.PathLike, fmt: str = "auto") -> Path:
+    """``OUTDIR/<stem>_labels.tif`` or ``OUTDIR/<stem>_labels.ome.zarr``: stable, so re-runs find it."""
+    return Path(outdir) / f"{_stem(input_path)}{OUTPUT_SUFFIX[output_format(input_path, fmt)]}"
+
+
+def _tiff_complete(path: Path) -> bool:
+    try:
+        size = path.stat().st_size
+        with _tifffile_log() as log, tifffile.TiffFile(path) as tif:
+            if log.messages:
+                return False
+            if not tif.series:
+                return False
+            for page in tif.series[0].pages:
+                if page is None:
+                    continue
+                for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
+                    if count and offset + count > size:
+                        return False
+            return True
+    except Exception:  # noqa: BLE001 - anything unreadable is "not a complete label file"
+        return False
+
+
+def _zarr_complete(path: Path) -> bool:
+    """An OME-Zarr is renamed into place once written: its multiscales metadata marks it done."""
+    try:
+        if (path / "zarr.json").is_file():
+            attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+            attrs = attrs.get("ome", attrs)
+        elif (path / ".zattrs").is_file():
+            attrs = json.loads((path / ".zattrs").read_text())
+        else:
+            return False
+        datasets = attrs["multiscales"][0]["datasets"]
+        first = path / datasets[0]["path"]
+        return (first / "zarr.json").is_file() or (first / ".zarray").is_file()
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return False
+
+
+def output_state(path: str | os.PathLike) -> Literal["missing", "complete", "foreign"]:
+    """``complete``: a label file/store we can read (skip it); ``foreign``: something else is there."""
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    if is_zarr_path(path):
+        return "complete" if path.is_dir() and _zarr_complete(path) else "foreign"
+    return "complete" if path.is_file() and _tiff_complete(path) else "foreign"
+
+
+def precheck(input_path: str, output: Path, overwrite: bool) -> FileResult | None:
+    """The skip/refuse decision, made before any work (and again on the worker)."""
+    if overwrite:
+        return None
+    state = output_state(output)
+    if state == "complete":
+        return FileResult(input_path, str(output), "skipped", message="skipped (done)")
+    if state == "foreign":
+        return FileResult(
+            input_path,
+            str(output),
+            "failed",
+            message=f"{output} exists but is not a complete label file (use --overwrite to replace it)",
+        )
+    return None
+
+
+def write_output(
+    path: Path, labels: np.ndarray, axes: str | None, meta: dict[str, Any], fmt: str, overwrite: bool
+) -> None:
+    """The one place labels are written; both formats are atomic (temp file/folder, then rename)."""
+    if fmt == "zarr":
+        if axes is None:
+            raise BatchInputError("labels of unknown axes cannot be written as OME-Zarr; use --format tif")
+        sizes = {k: v for k, v in (meta.get("pixel_size") or {}).items() if k in axes}
+        write_ome_zarr(
+            path,
+            labels,
+            axes,
+            pixel_size=sizes or None,
+            unit=meta.get("unit"),
+            overwrite=overwrite,
+            labels=True,
+        )
+        return
+    write_labels(path, labels, axes=axes, meta=meta)
+
+
+def count_store(path: Path) -> int:
+    """Objects in a written labels store, one chunk at a time (it may not fit in memory)."""
+    return count_objects(read_ome_zarr(path)[0])
+
+
+def tiff_from_store(store: Path, output: Path, axes: str, meta: dict[str, Any]) -> int:
+    """Copy a labels store into a TIFF one plane at a time (atomic); returns the object count."""
+    labels = read_ome_zarr(store)[0]
+    write_labels(output, labels, axes=axes if len(axes) == labels.ndim else None, meta=meta)
+    return count_store(store)
