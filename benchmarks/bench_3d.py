@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from napari_unet.engine import predict
+from napari_unet.engine import inference, normalize, object_scale, predict
 from napari_unet.engine.metrics import Matching, match
 from napari_unet.engine.postprocess import instances_from_classes
 from napari_unet.engine.predict import PredictConfig, segment
@@ -51,19 +51,19 @@ def machine() -> str:
 def probabilities(model, image: np.ndarray, axis: int = 0) -> np.ndarray:
     """(3, Z, Y, X) probabilities with the net run on planes across ``axis`` (0: XY planes)."""
     low, high = model.normalization
-    bounds = [predict._bounds(image, low, high)]
+    bounds = [normalize.channel_bounds(image, low, high)]
     vol = np.moveaxis(image, axis, 0)
-    runner = predict._make_runner(model, PredictConfig())
-    grid = predict._grid(model, vol.shape[1:], PredictConfig())
+    runner = inference.make_runner(model, PredictConfig())
+    grid = inference.tile_grid(model, vol.shape[1:], PredictConfig())
     probs = np.empty((3, *vol.shape), np.float32)
     planes = vol[:, None]
-    gen = predict._predict_planes(
+    gen = inference.predict_planes(
         runner,
-        lambda z: predict._normalise(planes[z], bounds),
+        lambda z: normalize.apply_bounds(planes[z], bounds),
         vol.shape[0],
         grid,
         probs,
-        predict._batch(PredictConfig(), grid),
+        inference.tiles_per_batch(PredictConfig(), grid),
         0,
         1,
     )
@@ -102,7 +102,7 @@ def main() -> None:
             runs["before"] = instances_from_classes(probs, params)
             if args.ortho and zs == 1.0:
                 ortho = (probs + probabilities(model, s.image, 1) + probabilities(model, s.image, 2)) / 3
-                vol = predict._volume_options(model, PredictConfig(anisotropy=zs))
+                vol = object_scale.volume_options(model, PredictConfig(anisotropy=zs))
                 runs["ortho"] = instances_from_classes(ortho, params, **vol)
             runs["assumed"] = segment(s.image, model=model, axes="ZYX")
             t0 = time.perf_counter()

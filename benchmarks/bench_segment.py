@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from napari_unet.engine import predict
+from napari_unet.engine import inference, normalize, predict, setup
 from napari_unet.engine.devices import cpu_has_native_bf16
 from napari_unet.engine.predict import PredictConfig, segment
 from napari_unet.models.model_file import Model
@@ -147,11 +147,11 @@ def breakdown(model: Model, image: np.ndarray, config: PredictConfig) -> dict[st
     """The steps of ``iter_segment`` for a 2-D image, timed one by one."""
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     times = dict.fromkeys(("normalise", "pad+tiles", "network", "stitch", "postprocess"), 0.0)
-    runner = predict._make_runner(model, config)
-    grid = predict._grid(model, image.shape, config)
+    runner = inference.make_runner(model, config)
+    grid = inference.tile_grid(model, image.shape, config)
     t = time.perf_counter()
-    bounds = [predict._bounds(image, *model.normalization)]
-    plane = predict._normalise(image[None], bounds)
+    bounds = [normalize.channel_bounds(image, *model.normalization)]
+    plane = normalize.apply_bounds(image[None], bounds)
     times["normalise"] = time.perf_counter() - t
     probs = np.empty((model.config.out_channels, *image.shape), np.float32)
     target = torch.from_numpy(probs)
@@ -159,7 +159,7 @@ def breakdown(model: Model, image: np.ndarray, config: PredictConfig) -> dict[st
     t = time.perf_counter()
     padded = grid.pad(plane)
     times["pad+tiles"] += time.perf_counter() - t
-    per_batch = predict._batch(config, grid)
+    per_batch = inference.tiles_per_batch(config, grid)
     for i in range(0, len(tiles), per_batch):
         chunk = tiles[i : i + per_batch]
         t = time.perf_counter()
@@ -172,11 +172,11 @@ def breakdown(model: Model, image: np.ndarray, config: PredictConfig) -> dict[st
         t = time.perf_counter()
         with torch.inference_mode():
             for tl, lg in zip(chunk, logits, strict=True):
-                predict._softmax_into(target[(slice(None), *tl.target)], lg[(..., *tl.crop)])
+                inference.softmax_into(target[(slice(None), *tl.target)], lg[(..., *tl.crop)])
         sync()
         times["stitch"] += time.perf_counter() - t
     t = time.perf_counter()
-    predict._instances(probs, predict.default_params(model))
+    predict.instances(probs, predict.default_params(model))
     times["postprocess"] = time.perf_counter() - t
     return times
 
@@ -188,16 +188,16 @@ def network_pass(
 
     ``engine`` False: the plain training module (BatchNorm not folded) under autocast.
     """
-    grid = predict._grid(model, image_shape, config)
+    grid = inference.tile_grid(model, image_shape, config)
     n = len(grid)
-    per_batch = min(predict._batch(config, grid), n)
+    per_batch = min(inference.tiles_per_batch(config, grid), n)
     shape = (per_batch, model.config.in_channels, *grid.input_shape)
     x = np.random.default_rng(0).random(shape).astype(np.float32)
     batches = -(-n // per_batch)
     if not engine:
         net = copy.deepcopy(model.net).eval().to(memory_format=torch.channels_last)
         xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-        dtype = predict._amp_dtype(torch.device("cpu"), config.amp)
+        dtype = inference.amp_dtype(torch.device("cpu"), config.amp)
 
         def run() -> None:
             with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
@@ -205,7 +205,7 @@ def network_pass(
                     net(xt)
 
     else:
-        runner = predict._make_runner(model, config)
+        runner = inference.make_runner(model, config)
 
         def run() -> None:
             for _ in range(batches):
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         model_arg = args.model
-    model = predict._as_model(model_arg)
+    model = setup.as_model(model_arg)
     print(f"model: {model.name} ({model.source or 'in memory'}), {model.config}")
 
     folder = dsb_folder()
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = PredictConfig(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
     fpp = flops_per_pixel(model.net)
-    grid = predict._grid(model, image.shape, config)
+    grid = inference.tile_grid(model, image.shape, config)
     ih, iw = grid.input_shape
     net_flops = fpp * image.size
     done_flops = fpp * len(grid) * grid.output_shape[0] * grid.output_shape[1]

@@ -23,7 +23,8 @@ import torch
 from napari_unet.engine.devices import autocast_dtype
 from napari_unet.engine.metrics import Matching, match
 from napari_unet.engine.normalize import normalize
-from napari_unet.engine.predict import PredictConfig, _as_model, iter_probabilities, segment
+from napari_unet.engine.predict import PredictConfig, iter_probabilities, segment
+from napari_unet.engine.setup import as_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: no DSB data folder at {args.data} (give --data or NAPARI_UNET_DSB)")
         return 0
     try:
-        model = _as_model(args.model)
+        model = as_model(args.model)
     except (OSError, ValueError) as exc:
         print(f"skipped: no model ({exc})")
         return 0

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from napari_unet.cli import main as cli
-from napari_unet.scale import batch
+from napari_unet.scale import batch, batch_file, cluster
 from napari_unet.scale.batch import BatchOptions, FileResult, expand_inputs, output_path, run_batch
 
 RNG = np.random.default_rng(1)
@@ -135,8 +135,8 @@ def test_resume_skips_done_and_redoes_a_leftover_temp(
     (out / "b_labels.tif").rename(out / ".b_labels.tif.dead.tmp")
     capsys.readouterr()
     calls: list[str] = []
-    real = batch._segment_and_write
-    monkeypatch.setattr(batch, "_segment_and_write", lambda p, *a: calls.append(p.name) or real(p, *a))
+    real = batch_file.segment_and_write
+    monkeypatch.setattr(batch_file, "segment_and_write", lambda p, *a: calls.append(p.name) or real(p, *a))
     assert _segment(tiny_model_path, out, str(tmp_path / "d")) == 0
     text = capsys.readouterr().out
     assert calls == ["b.tif"]
@@ -230,7 +230,7 @@ def test_output_folder_failing_midway_is_one_line_per_file(
     def refuse(path, *args):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(batch, "_write_output", refuse)
+    monkeypatch.setattr(batch_file, "write_output", refuse)
     out = tmp_path / "out"
     assert _segment(tiny_model_path, out, str(tmp_path / "d")) == 1
     lines = _errors(capsys.readouterr().err)
@@ -274,7 +274,7 @@ def test_unreachable_scheduler_stops_before_any_work(
     tiny_model_path: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
     (src,) = _images(tmp_path / "d", ["a.tif"])
-    monkeypatch.setattr(batch, "CONNECT_TIMEOUT", "0.5s")
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", "0.5s")
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
     out = tmp_path / "out"
     assert _segment(tiny_model_path, out, str(src), "--scheduler", "tcp://127.0.0.1:9") == 2

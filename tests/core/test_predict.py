@@ -197,7 +197,9 @@ def test_auto_batch_shares_passes_between_small_slices(tiny):
     big[::7] = 9
     config = PredictConfig(tile=32, overlap=16)
     steps, _ = drain(iter_segment(big, tiny, config=config))
-    assert len([s for s in steps if s.stage == "predict"]) == len(inference.tile_grid(tiny, (100, 100), config))
+    assert len([s for s in steps if s.stage == "predict"]) == len(
+        inference.tile_grid(tiny, (100, 100), config)
+    )
 
 
 def test_cancel_by_closing(tiny):
@@ -348,7 +350,9 @@ def test_zoom_is_trained_over_given_diameter_clipped(tiny):
     assert object_scale.zoom_factor(tiny, 40) == pytest.approx(0.5)
     assert object_scale.zoom_factor(tiny, 10) == pytest.approx(2.0)
     assert object_scale.zoom_factor(tiny, 1000) == 0.25 and object_scale.zoom_factor(tiny, 1) == 4.0
-    assert object_scale.zoom_factor(tiny, 20.5) is None and object_scale.zoom_factor(tiny, 19.5) is None  # within 5%
+    assert (
+        object_scale.zoom_factor(tiny, 20.5) is None and object_scale.zoom_factor(tiny, 19.5) is None
+    )  # within 5%
     card = Model(tiny.net, {"object_diameter": 30.0})
     assert object_scale.zoom_factor(card, 60) == pytest.approx(0.5)
 

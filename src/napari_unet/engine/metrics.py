@@ -5,25 +5,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import dask.array as da
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 
 @dataclass(frozen=True)
 class Matching:
+    """True positives, false positives and false negatives of a matching, and the scores from them."""
+
     tp: int
     fp: int
     fn: int
 
     @property
     def precision(self) -> float:
+        """Precision, tp / (tp + fp); 1 when nothing was predicted."""
         return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
 
     @property
     def recall(self) -> float:
+        """Recall, tp / (tp + fn); 1 when there was nothing to find."""
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
 
     @property
     def f1(self) -> float:
+        """F1 score, 2 tp / (2 tp + fp + fn); 1 when both are empty."""
         denom = 2 * self.tp + self.fp + self.fn
         return 2 * self.tp / denom if denom else 1.0
 
@@ -57,20 +64,21 @@ def match(truth: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> Matchi
     if threshold >= 0.5:
         tp = int((iou > threshold).sum())
     else:
-        from scipy.optimize import linear_sum_assignment
-
         r, c = linear_sum_assignment(-iou)
         tp = int((iou[r, c] > threshold).sum())
     return Matching(tp, np_ - tp, nt - tp)
 
 
 def f1_score(truth: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> float:
+    """F1 of the object matching of ``pred`` to ``truth`` at IoU ``threshold``."""
     return match(truth, pred, threshold).f1
 
 
 def _distinct_ids(labels: Any) -> int:
-    """Distinct non-zero ids of one array: numpy in one bincount pass (a sort only for ids
-    above the pixel count), dask one chunk at a time (it may not fit in memory).
+    """Distinct non-zero ids of one array.
+
+    Numpy in one bincount pass (a sort only for ids above the pixel count), dask one chunk
+    at a time (it may not fit in memory).
     """
     if isinstance(labels, np.ndarray):
         flat = labels.ravel()
@@ -87,15 +95,15 @@ def _distinct_ids(labels: Any) -> int:
 
 
 def count_objects(labels: Any, axes: str | None = None) -> int:
-    """Objects in instance labels: distinct non-zero ids, counted per time point when ``axes``
-    (the labels' own, no C) has a T axis, since frames segmented independently restart their
-    ids. ``labels``: numpy, or a zarr / dask array read chunk by chunk.
+    """Objects in instance labels: distinct non-zero ids.
+
+    Counted per time point when ``axes`` (the labels' own, no C) has a T axis, since frames
+    segmented independently restart their ids. ``labels``: numpy, or a zarr / dask array
+    read chunk by chunk.
     """
     if not hasattr(labels, "chunks"):
         labels = np.asarray(labels)
     elif not hasattr(labels, "to_delayed"):  # zarr: through dask, so a frame is never read whole
-        import dask.array as da
-
         labels = da.from_array(labels, chunks=labels.chunks)
     if axes is None or "T" not in axes:
         return _distinct_ids(labels)

@@ -23,8 +23,11 @@ from skimage.segmentation import watershed
 
 @dataclass(frozen=True)
 class PostprocessParams:
-    """``threshold``: foreground probability cut; ``min_size``: smallest object in pixels
-    (voxels in 3D); ``seed_threshold``: interior probability that makes a seed.
+    """How probabilities become objects.
+
+    ``threshold``: foreground probability cut; ``min_size``: smallest object in pixels
+    (voxels in 3D); ``seed_threshold``: interior probability that makes a seed;
+    ``min_seed_size``: smallest seed in pixels.
     """
 
     threshold: float = 0.5
@@ -117,8 +120,9 @@ def _objects(
 
 
 def ball(radius: float, anisotropy: float = 1.0) -> np.ndarray:
-    """A 3D footprint: the voxels within ``radius`` xy-pixels of the centre, physically
-    (a z step is ``anisotropy`` pixels), so it spans ``floor(radius / anisotropy)`` slices
+    """A 3D footprint: the voxels within ``radius`` xy-pixels of the centre, physically.
+
+    A z step is ``anisotropy`` pixels, so it spans ``floor(radius / anisotropy)`` slices
     each side of the centre.
     """
     kz, k = int(np.floor(radius / max(anisotropy, 1e-6))), int(np.floor(radius))

@@ -50,6 +50,7 @@ class AxisPlan:
 
     @property
     def extent(self) -> int:
+        """The padded length ``starts[-1] + size`` (>= the image length)."""
         return self.starts[-1] + self.size
 
     def __len__(self) -> int:
@@ -103,8 +104,10 @@ def plan_axis(length: int, sizes: Sequence[int], step: int = 1, min_overlap: int
 
 @dataclass(frozen=True)
 class Tile:
-    """One tile: ``source`` slices the padded image for the net's input; ``crop`` slices the
-    net's output tile to the part kept; ``target`` is where that part goes in the image.
+    """One tile of a grid.
+
+    ``source`` slices the padded image for the net's input; ``crop`` slices the net's output
+    tile to the part kept; ``target`` is where that part goes in the image.
     """
 
     index: tuple[int, int]
@@ -124,10 +127,12 @@ class TileGrid:
 
     @property
     def output_shape(self) -> tuple[int, int]:
+        """(h, w) of the net's output for one tile."""
         return self.rows.size, self.cols.size
 
     @property
     def input_shape(self) -> tuple[int, int]:
+        """(h, w) of the net's input for one tile (output plus the margin of 'valid' nets)."""
         return self.rows.size + 2 * self.margin[0], self.cols.size + 2 * self.margin[1]
 
     @property
@@ -141,6 +146,7 @@ class TileGrid:
 
     @property
     def tiles(self) -> list[Tile]:
+        """Every tile, row by row."""
         out = []
         iy, ix = self.input_shape
         for r, (sy, (ky0, ky1)) in enumerate(zip(self.rows.starts, self.rows.keep, strict=True)):
@@ -213,11 +219,17 @@ class NetGeometry(Protocol):
     """What tiling needs to know about a net (``napari_unet.models.unet.UNet`` has all of it)."""
 
     @property
-    def multiple(self) -> int: ...
+    def multiple(self) -> int:
+        """Tile positions and sizes must be multiples of this (the net's total pooling)."""
+        ...
 
-    def output_size(self, size: int) -> int: ...
+    def output_size(self, size: int) -> int:
+        """Output side for an input side of ``size``."""
+        ...
 
-    def valid_input_size(self, min_output: int) -> int: ...
+    def valid_input_size(self, min_output: int) -> int:
+        """Smallest input side that gives at least ``min_output``."""
+        ...
 
 
 def _valid_sizes(net: NetGeometry, tile: int) -> tuple[list[int], int]:
@@ -242,8 +254,10 @@ def _valid_sizes(net: NetGeometry, tile: int) -> tuple[list[int], int]:
 def grid_for_net(
     shape: tuple[int, int], net: NetGeometry, tile: int, overlap: int, padding: str = "same"
 ) -> TileGrid:
-    """Grid for a U-Net: ``padding`` 'same' uses :func:`make_grid`; 'valid' tiles the output
-    side by side (``tile`` = largest output side; ``overlap`` is not needed and ignored).
+    """Grid for a U-Net of either padding.
+
+    ``padding`` 'same' uses :func:`make_grid`; 'valid' tiles the output side by side
+    (``tile`` = largest output side; ``overlap`` is not needed and ignored).
     """
     if padding == "same":
         return make_grid(shape, tile, overlap, net.multiple)
