@@ -27,7 +27,7 @@ def select_device(name: str = "auto") -> torch.device:
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX): then bf16 is 2x faster.
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX): then bf16 beats fp32.
 
     Elsewhere bf16 on the CPU is emulated and slower than fp32, so we keep fp32.
     """

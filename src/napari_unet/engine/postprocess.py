@@ -8,8 +8,8 @@ The same code runs on a (Z, Y, X) probability volume, which gives one id per obj
 through z. In a volume the seeds are first eroded by an ellipsoid of ``seed_erosion`` px
 in y/x and ``seed_erosion / anisotropy`` slices in z (its physical shape is a ball): the 2D
 net sees the blurred, out-of-focus tops and bottoms of neighbouring nuclei as one disk, whose
-interior bridges their seeds through z. On synthetic stacks (benchmarks/bench_3d.py) this
-raised 3D F1@0.5 from 0.73-0.79 to 0.81-0.93 for z steps of 1-4x the pixel size.
+interior bridges their seeds through z; eroding them first keeps touching nuclei apart in 3D
+(measured on synthetic stacks with benchmarks/bench_3d.py).
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ def _objects(
     it matters. Flooding stays inside a component, so a component with one seed is that
     seed's object and one without seeds is an object of its own: only components with two
     or more seeds (touching nuclei) need the watershed, each in its bounding box. Object
-    sizes come from component sizes, so the whole image is relabelled in one pass. On a
-    4-Mpixel image this is 3-5x faster than one watershed over the image, with identical
-    output (ids: seeds 1..n in :func:`scipy.ndimage.label` order, then seedless components,
-    renumbered 1..k after size filtering, as :func:`remove_small` does).
+    sizes come from component sizes, so the whole image is relabelled in one pass. This is
+    much faster than one watershed over the image, with identical output (ids: seeds 1..n
+    in :func:`scipy.ndimage.label` order, then seedless components, renumbered 1..k after
+    size filtering, as :func:`remove_small` does).
     """
     comp_size = np.bincount(comps.ravel(), minlength=n_comps + 1)
     comp_obj = np.zeros(n_comps + 1, np.int64)  # object id of each component (0: several seeds)

@@ -81,7 +81,7 @@ __all__ = [
     "segment_to_zarr",
 ]
 
-PREDICT_BLOCK = 2048  # Y/X core of a prediction block (one plane: ~0.2 GB with tiles and net)
+PREDICT_BLOCK = 2048  # Y/X core of a prediction block (one plane, with its tiles and the net)
 PROBS_IN_MEMORY = 64 * 2**20  # bytes of float16 probabilities per frame kept in memory, not on disk
 SCRATCH_ENV = "NAPARI_UNET_SCRATCH"
 
