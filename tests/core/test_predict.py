@@ -275,6 +275,33 @@ def test_postprocess_parameters(blob_model):
         segment(image, model=blob_model, tile_size=5)
 
 
+def test_segment_lists_its_keywords_and_keeps_config_fields_not_given(tiny, monkeypatch):
+    import inspect
+
+    sig = inspect.signature(segment)
+    names = (
+        "tile",
+        "overlap",
+        "batch_size",
+        "amp",
+        "diameter",
+        "anisotropy",
+        "seed_threshold",
+        "min_seed_size",
+    )
+    for name in (*names, "config", "params"):
+        assert sig.parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+    assert repr(sig.parameters["tile"].default) == "512"  # help() shows the real default
+    seen = []
+    real = predict.iter_segment
+    monkeypatch.setattr(predict, "iter_segment", lambda *a: seen.append(a) or real(*a))
+    image = np.zeros((16, 16), np.uint8)  # constant: nothing for the net to do
+    segment(image, tiny, axes="YX", config=PredictConfig(tile=32, amp=False), overlap=8, seed_threshold=0.7)
+    params, config = seen[0][4], seen[0][5]
+    assert (config.tile, config.overlap, config.amp, config.device) == (32, 8, False, "auto")
+    assert params.seed_threshold == 0.7
+
+
 def test_dask_input_loads_frame_by_frame(blob_model):
     da = pytest.importorskip("dask.array")
     movie = np.stack([discs((40, 40), [(12, 12), (28, 28)], 5)] * 3)
