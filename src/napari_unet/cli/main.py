@@ -26,9 +26,7 @@ from collections.abc import Callable, Sequence
 
 from napari_unet import __version__
 from napari_unet.cli import finetune, models, segment
-from napari_unet.cli.output import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-
-__all__ = ["EXIT_INPUT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+from napari_unet.cli.output import EXIT_INTERRUPTED, EXIT_USAGE
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "segment": segment.run,
