@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from napari_unet import __version__
+from napari_unet.cli import batch_report
 from napari_unet.cli import main as cli
 from napari_unet.models.model_file import Model
 from napari_unet.models.registry import bundled_model_path
@@ -344,7 +345,7 @@ def test_same_stem_after_a_failed_input_is_processed(
 def test_progress_bar_on_a_terminal(tiny_model: Path, out: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     src = tmp_path / "cells.tif"
     tifffile.imwrite(src, _blobs())
-    monkeypatch.setattr(cli, "_stderr_is_tty", lambda: True)
+    monkeypatch.setattr(batch_report, "stderr_is_tty", lambda: True)
     assert _segment(tiny_model, out, str(src)) == 0
     assert "cells.tif" in capsys.readouterr().err  # the bar is labelled with the file name
 

@@ -85,3 +85,21 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch) -> None:
 def test_load_missing_file(tmp_path) -> None:
     with pytest.raises(ModelFileError, match="no such model file"):
         Model.load(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("name", ["unet", "model_file", "registry"])
+def test_docstring_examples_run(name: str, tmp_path, monkeypatch) -> None:
+    """The Examples sections of the models API are code a user may copy: they must run as shown."""
+    import doctest
+    import importlib
+    import tempfile
+
+    from napari_unet.models.registry import bundled_model_path
+
+    if name == "registry" and not bundled_model_path().is_file():
+        pytest.skip("bundled weights not present")
+    monkeypatch.setenv("NAPARI_UNET_MODEL_DIR", str(tmp_path))  # the examples point it elsewhere; restored
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the examples' scratch folders go here
+    module = importlib.import_module(f"napari_unet.models.{name}")
+    result = doctest.testmod(module, verbose=False)
+    assert result.attempted > 0 and result.failed == 0

@@ -49,8 +49,31 @@ def _load_failure_reason(exc: Exception) -> str:
 class Model:
     """A trained U-Net with its card: what it expects and where it comes from.
 
-    ``net`` is the ``torch.nn.Module``; ``card`` is a JSON-able dict. The keys used by
-    prediction are ``normalization`` (percentile bounds) and ``target`` (output encoding).
+    The card travels with the weights so that a model file is all it takes to use a model
+    right: the keys prediction reads are ``normalization`` (percentile bounds) and ``target``
+    (output encoding); ``name``, ``description``, ``metrics``, ``parent`` and ``training``
+    tell the user what the model is.
+
+    Parameters
+    ----------
+    net : UNet
+        The network (a ``torch.nn.Module``).
+    card : dict
+        The model card, JSON-able (it is saved in the file).
+    source : str
+        The file the model was loaded from, "" for one built in memory.
+
+    See Also
+    --------
+    napari_unet.models.registry.load_model : a model by name (bundled or saved) or by path.
+
+    Examples
+    --------
+    >>> from napari_unet.models.model_file import Model
+    >>> from napari_unet.models.unet import UNet, UNetConfig
+    >>> model = Model(UNet(UNetConfig(base=4, depth=2)), card={"name": "tiny"})
+    >>> model.name, model.normalization
+    ('tiny', (1.0, 99.8))
     """
 
     net: UNet
@@ -59,23 +82,65 @@ class Model:
 
     @property
     def config(self) -> UNetConfig:
+        """The network's architecture (:class:`UNetConfig`)."""
         return self.net.config
 
     @property
     def name(self) -> str:
+        """The card's ``name``, or ``"unnamed"``."""
         return str(self.card.get("name", "unnamed"))
 
     @property
     def normalization(self) -> tuple[float, float]:
+        """The (low, high) percentiles an image is scaled between before it is fed (default 1, 99.8).
+
+        The net was trained on images scaled this way, so prediction must scale the same.
+        """
         norm = self.card.get("normalization", {})
         return float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
 
     def copy(self) -> Model:
+        """An independent copy (network and card): fine-tuning the copy leaves this model as it is.
+
+        Returns
+        -------
+        Model
+            The copy, with the same ``source``.
+
+        Examples
+        --------
+        >>> from napari_unet.models.model_file import Model
+        >>> from napari_unet.models.unet import UNet, UNetConfig
+        >>> model = Model(UNet(UNetConfig(base=4, depth=2)), card={"name": "tiny"})
+        >>> twin = model.copy()
+        >>> twin.card["name"] = "twin"
+        >>> model.name, twin.net is model.net
+        ('tiny', False)
+        """
         return Model(copy.deepcopy(self.net), copy.deepcopy(self.card), self.source)
 
     def to_dict(self, half: bool = False) -> dict[str, Any]:
-        """The file's content. ``half`` stores conv weights as float16 (half the size; BatchNorm
-        statistics stay float32); they are cast back to float32 on load.
+        """The file's content: a plain dict of tensors, numbers and strings (no code to unpickle).
+
+        Parameters
+        ----------
+        half : bool
+            Store the weights as float16, for a file half the size; BatchNorm statistics stay
+            float32, and everything is cast back to float32 on load.
+
+        Returns
+        -------
+        dict
+            ``format``, ``format_version``, ``config`` (the :class:`UNetConfig` as a dict),
+            ``card`` and ``state_dict`` (CPU tensors).
+
+        Examples
+        --------
+        >>> from napari_unet.models.model_file import Model
+        >>> from napari_unet.models.unet import UNet, UNetConfig
+        >>> blob = Model(UNet(UNetConfig(base=4, depth=2)), card={"name": "tiny"}).to_dict()
+        >>> sorted(blob), blob["format"]
+        (['card', 'config', 'format', 'format_version', 'state_dict'], 'napari-unet')
         """
         state = {}
         for k, v in self.net.state_dict().items():
@@ -92,7 +157,37 @@ class Model:
         }
 
     def save(self, path: str | os.PathLike, half: bool = False) -> Path:
-        """Write atomically: a crash or full disk never leaves a half-written model file."""
+        """Write the model file atomically: a crash or full disk never leaves a half-written file.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.pt`` file; its folder is created if needed, an existing file is replaced.
+        half : bool
+            Store float16 weights (see :meth:`to_dict`).
+
+        Returns
+        -------
+        Path
+            ``path``.
+
+        Raises
+        ------
+        OSError
+            When the file cannot be written; nothing is left behind.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from napari_unet.models.model_file import Model
+        >>> from napari_unet.models.unet import UNet, UNetConfig
+        >>> model = Model(UNet(UNetConfig(base=4, depth=2)), card={"name": "tiny"})
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = model.save(Path(tmp) / "tiny.pt")
+        ...     print(Model.load(path).name)
+        tiny
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as tmp:
@@ -101,7 +196,38 @@ class Model:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Model:
-        """Load a model file safely (``weights_only=True``): code in a pickle never runs."""
+        """Load a model file safely (``weights_only=True``): code in a pickle never runs.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A napari-unet ``.pt`` model file.
+
+        Returns
+        -------
+        Model
+            The model in eval mode on the CPU, with ``source`` set to ``path``.
+
+        Raises
+        ------
+        ModelFileError
+            For a missing, corrupt, truncated, foreign or unsafe file, or weights of another
+            architecture; the message is one line starting with the path.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from napari_unet.models.model_file import Model, ModelFileError
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     junk = Path(tmp) / "junk.pt"
+        ...     _ = junk.write_text("not a model")
+        ...     try:
+        ...         Model.load(junk)
+        ...     except ModelFileError as exc:
+        ...         print("refused:", "not a readable model file" in str(exc))
+        refused: True
+        """
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"{path}: no such model file")
@@ -113,6 +239,35 @@ class Model:
 
     @classmethod
     def from_dict(cls, blob: Any, source: str = "") -> Model:
+        """The model held by a file's content (what :meth:`to_dict` gives), checked first.
+
+        Parameters
+        ----------
+        blob : Any
+            The loaded content; anything that is not a napari-unet model dict is refused.
+        source : str
+            Where it comes from, to start the error messages and set ``source``.
+
+        Returns
+        -------
+        Model
+            The model in eval mode.
+
+        Raises
+        ------
+        ModelFileError
+            When ``blob`` is not a napari-unet model, comes from a newer format version, or
+            holds bad architecture arguments, no weights, weights that do not fit, or a card
+            that is not a dict.
+
+        Examples
+        --------
+        >>> from napari_unet.models.model_file import Model
+        >>> from napari_unet.models.unet import UNet, UNetConfig
+        >>> model = Model(UNet(UNetConfig(base=4, depth=2)), card={"name": "tiny"})
+        >>> Model.from_dict(model.to_dict(half=True)).config == model.config
+        True
+        """
         where = f"{source}: " if source else ""
         if not isinstance(blob, dict) or blob.get("format") != FORMAT_NAME:
             raise ModelFileError(f"{where}not a napari-unet model file")

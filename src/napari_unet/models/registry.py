@@ -28,16 +28,33 @@ MODEL_SUFFIX = ".pt"
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """A model the registry knows: its name, its file and whether it ships with the plugin.
+
+    Attributes
+    ----------
+    name : str
+        What ``--model`` and the widgets call it (the bundled ``"nuclei"``, or a file stem).
+    path : Path
+        Its ``.pt`` file (not loaded: listing stays quick and survives a broken file).
+    bundled : bool
+        True for the model inside the package, which cannot be deleted.
+    """
+
     name: str
     path: Path
     bundled: bool
 
 
 def bundled_model_path() -> Path:
+    """The bundled nuclei model's file, inside the installed package."""
     return Path(str(files("napari_unet.models") / "weights" / f"{BUNDLED_NAME}{MODEL_SUFFIX}"))
 
 
 def user_model_dir() -> Path:
+    """The folder of the user's saved versions: ``$NAPARI_UNET_MODEL_DIR``, else the platform's data folder.
+
+    It need not exist yet; saving creates it.
+    """
     env = os.environ.get("NAPARI_UNET_MODEL_DIR")
     if env:
         return Path(env)
@@ -47,7 +64,23 @@ def user_model_dir() -> Path:
 
 
 def list_models() -> list[ModelInfo]:
-    """The bundled model first, then saved versions, newest first."""
+    """The bundled model first, then the saved versions, newest first.
+
+    Files are listed, not loaded: a broken saved file is listed too, so the user can see
+    and delete it. Hidden files (temporary files of a save in progress) are left out.
+
+    Returns
+    -------
+    list of ModelInfo
+        One entry per model.
+
+    Examples
+    --------
+    >>> from napari_unet.models.registry import list_models
+    >>> first = list_models()[0]
+    >>> first.name, first.bundled
+    ('nuclei', True)
+    """
     out = [ModelInfo(BUNDLED_NAME, bundled_model_path(), True)]
     folder = user_model_dir()
     if folder.is_dir():
@@ -58,7 +91,33 @@ def list_models() -> list[ModelInfo]:
 
 
 def resolve_model_path(name_or_path: str | os.PathLike | None = None) -> Path:
-    """A model name (bundled or saved) or a file path -> the model file's path."""
+    """The file of a model given by name (bundled or saved) or by path.
+
+    Parameters
+    ----------
+    name_or_path : str or os.PathLike, optional
+        ``"nuclei"`` or None for the bundled model, a saved version's name, or a path to a
+        ``.pt`` file. A name wins over a file of the same name in the current folder.
+
+    Returns
+    -------
+    Path
+        The model file; a path is returned as given (``~`` expanded), whether or not it exists.
+
+    Raises
+    ------
+    ModelFileError
+        For a text that is neither a known name nor a file, when it has no suffix (a mistyped
+        name); the message lists the known names.
+
+    Examples
+    --------
+    >>> from napari_unet.models.registry import bundled_model_path, resolve_model_path
+    >>> resolve_model_path() == resolve_model_path("nuclei") == bundled_model_path()
+    True
+    >>> resolve_model_path("~/mine.pt").name
+    'mine.pt'
+    """
     if name_or_path is None or str(name_or_path) == BUNDLED_NAME:
         return bundled_model_path()
     text = str(name_or_path)
@@ -73,7 +132,38 @@ def resolve_model_path(name_or_path: str | os.PathLike | None = None) -> Path:
 
 
 def load_model(name_or_path: str | os.PathLike | Model | None = None) -> Model:
-    """Load a model by name or path (``None``: the bundled nuclei model). Safe on any file."""
+    """Load a model by name or path; safe on any file (code in a pickle never runs).
+
+    Parameters
+    ----------
+    name_or_path : str, os.PathLike, Model or None
+        A model name (``"nuclei"``, a saved version), a path to a ``.pt`` file, a
+        :class:`Model` (returned as it is), or None for the bundled nuclei model.
+
+    Returns
+    -------
+    Model
+        The model, in eval mode on the CPU.
+
+    Raises
+    ------
+    ModelFileError
+        For an unknown name, or a file that is missing, corrupt, foreign or unsafe.
+
+    See Also
+    --------
+    list_models : the names known.
+    Model.load : load a file by path.
+
+    Examples
+    --------
+    >>> from napari_unet.models.registry import load_model
+    >>> model = load_model()
+    >>> model.name, model.config.in_channels
+    ('nuclei', 1)
+    >>> load_model(model) is model
+    True
+    """
     if isinstance(name_or_path, Model):
         return name_or_path
     return Model.load(resolve_model_path(name_or_path))
@@ -115,9 +205,37 @@ def _saved(name: str) -> ModelInfo:
 def save_version(model: Model, name: str | None = None) -> ModelInfo:
     """Save ``model`` into the user's model folder as a new version, atomically.
 
-    ``name`` None gives ``<parent>-ft-YYYYmmdd-HHMMSS`` (with ``-2``, ``-3`` ... when taken).
-    The saved file's card carries that name. An existing name is never overwritten.
-    Raises :class:`ModelSaveError` (one line) when the folder cannot be written.
+    Every fine-tune result becomes a version of its own, so rolling back is deleting
+    versions; an existing name is never overwritten.
+
+    Parameters
+    ----------
+    model : Model
+        The model to save; it is not changed (the saved card is a copy).
+    name : str, optional
+        The version's name: letters, digits, ``.``, ``_``, ``-``, no suffix. None gives
+        ``<parent>-ft-YYYYmmdd-HHMMSS`` (with ``-2``, ``-3`` ... when taken).
+
+    Returns
+    -------
+    ModelInfo
+        The saved version; its file's card carries its name.
+
+    Raises
+    ------
+    ValueError
+        For a bad name, the bundled model's name, or a name already saved.
+    ModelSaveError
+        When the folder cannot be written (one line); nothing is left behind.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> os.environ["NAPARI_UNET_MODEL_DIR"] = tempfile.mkdtemp()  # a scratch model folder
+    >>> from napari_unet.models.registry import load_model, save_version
+    >>> info = save_version(load_model(), "mine")
+    >>> info.name, info.bundled, load_model("mine").name
+    ('mine', False, 'mine')
     """
     folder = user_model_dir()
     if name is None:
@@ -140,7 +258,32 @@ def save_version(model: Model, name: str | None = None) -> ModelInfo:
 
 
 def delete_model(name: str) -> None:
-    """Delete a saved version (roll back). The bundled model cannot be deleted."""
+    """Delete a saved version (roll back). The bundled model cannot be deleted.
+
+    Parameters
+    ----------
+    name : str
+        The saved version's name.
+
+    Raises
+    ------
+    ValueError
+        For the bundled model's name.
+    ModelFileError
+        When no saved version has that name.
+    ModelSaveError
+        When the file cannot be deleted.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> os.environ["NAPARI_UNET_MODEL_DIR"] = tempfile.mkdtemp()  # a scratch model folder
+    >>> from napari_unet.models.registry import delete_model, list_models, load_model, save_version
+    >>> _ = save_version(load_model(), "old")
+    >>> delete_model("old")
+    >>> [info.name for info in list_models()]
+    ['nuclei']
+    """
     if name == BUNDLED_NAME:
         raise ValueError("the bundled model cannot be deleted")
     info = _saved(name)
@@ -161,7 +304,35 @@ def _copy_atomic(src: Path, dest: Path) -> None:
 
 
 def export_model(name: str, path: str | os.PathLike) -> Path:
-    """Write model ``name`` (bundled or saved) to ``path`` (a file, or a folder to put it in)."""
+    """Write a model (bundled or saved) to a file, to share it; the copy is checked to load.
+
+    Parameters
+    ----------
+    name : str
+        The model's name (or a path to a model file).
+    path : str or os.PathLike
+        The file to write, or an existing folder to put ``<name>.pt`` in.
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Raises
+    ------
+    ModelFileError
+        For an unknown name or a broken model file (nothing is written).
+    ModelSaveError
+        When the file cannot be written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_unet.models.registry import export_model
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     print(export_model("nuclei", tmp).name)
+    nuclei.pt
+    """
     src = resolve_model_path(name)
     Model.load(src)  # refuse to export a broken file
     dest = Path(path).expanduser()
@@ -178,7 +349,39 @@ def import_model(path: str | os.PathLike, name: str | None = None) -> ModelInfo:
     """Add a model file to the user's models, after checking it loads safely.
 
     The file is loaded with ``weights_only=True`` first: a foreign, corrupt or malicious file
-    raises :class:`ModelFileError` and nothing is copied. ``name`` None uses the file's stem.
+    is refused and nothing is copied.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A napari-unet ``.pt`` model file.
+    name : str, optional
+        The name to save it under; None uses the file's stem (made unique, never
+        ``"nuclei"``).
+
+    Returns
+    -------
+    ModelInfo
+        The new saved version (its card is the file's, unchanged).
+
+    Raises
+    ------
+    ModelFileError
+        For a file that is missing, corrupt, foreign or unsafe.
+    ValueError
+        For a bad name, the bundled model's name, or a name already saved.
+    ModelSaveError
+        When the user's model folder cannot be written.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> os.environ["NAPARI_UNET_MODEL_DIR"] = tempfile.mkdtemp()  # a scratch model folder
+    >>> from napari_unet.models.registry import export_model, import_model
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     info = import_model(export_model("nuclei", tmp), name="shared")
+    >>> info.name, info.bundled
+    ('shared', False)
     """
     src = Path(path).expanduser()
     Model.load(src)  # raises ModelFileError with a one-line reason

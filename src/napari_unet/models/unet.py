@@ -22,7 +22,42 @@ Norm = Literal["none", "batch"]
 
 @dataclass(frozen=True)
 class UNetConfig:
-    """Constructor arguments of :class:`UNet`; saved with the weights."""
+    """Constructor arguments of :class:`UNet`; saved with the weights, so a file rebuilds its net.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input image (1 for a grey image).
+    out_channels : int
+        Output maps; 3 for the plugin's background/interior/boundary encoding.
+    base : int
+        Feature channels of the first level; each level below doubles them.
+    depth : int
+        Number of 2x2 poolings; sides of a ``"same"`` input must be multiples of ``2**depth``.
+    padding : {"same", "valid"}
+        ``"same"`` keeps the size; ``"valid"`` (the paper's) gives a smaller output.
+    norm : {"batch", "none"}
+        BatchNorm after each convolution, or none as in the paper.
+
+    Raises
+    ------
+    ValueError
+        For channels or ``base`` below 1, a negative ``depth``, or an unknown ``padding`` or ``norm``.
+
+    See Also
+    --------
+    UNetConfig.paper : the configuration of the original paper.
+
+    Examples
+    --------
+    >>> from napari_unet.models.unet import UNetConfig
+    >>> UNetConfig(base=8, depth=2)
+    UNetConfig(in_channels=1, out_channels=3, base=8, depth=2, padding='same', norm='batch')
+    >>> UNetConfig(padding="full")
+    Traceback (most recent call last):
+    ...
+    ValueError: padding must be 'same' or 'valid', not 'full'
+    """
 
     in_channels: int = 1
     out_channels: int = 3
@@ -43,11 +78,62 @@ class UNetConfig:
 
     @classmethod
     def paper(cls, in_channels: int = 1, out_channels: int = 2) -> UNetConfig:
-        """The configuration of Ronneberger et al. 2015 (572x572 in, 388x388 out)."""
+        """The configuration of Ronneberger et al. 2015: a 572x572 input gives a 388x388 output.
+
+        Base 64, depth 4, valid convolutions and no normalisation, as in the paper; the plugin's
+        own models use the default (smaller, ``"same"``-padded) configuration.
+
+        Parameters
+        ----------
+        in_channels : int
+            Channels of the input image (1 in the paper).
+        out_channels : int
+            Output maps (2 in the paper: background and cell).
+
+        Returns
+        -------
+        UNetConfig
+            The paper's configuration.
+
+        Examples
+        --------
+        >>> from napari_unet.models.unet import UNet, UNetConfig
+        >>> cfg = UNetConfig.paper()
+        >>> cfg.base, cfg.depth, cfg.padding, cfg.norm
+        (64, 4, 'valid', 'none')
+        >>> UNet(cfg).output_size(572)
+        388
+        """
         return cls(in_channels, out_channels, base=64, depth=4, padding="valid", norm="none")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
+        """The configuration saved in a model file (``dataclasses.asdict`` of one).
+
+        Parameters
+        ----------
+        d : dict
+            Constructor arguments by name; missing ones take their defaults.
+
+        Returns
+        -------
+        UNetConfig
+            The configuration.
+
+        Raises
+        ------
+        ValueError
+            For an argument this version does not know (a file of another architecture),
+            or a value out of range.
+
+        Examples
+        --------
+        >>> from dataclasses import asdict
+        >>> from napari_unet.models.unet import UNetConfig
+        >>> cfg = UNetConfig(base=8)
+        >>> UNetConfig.from_dict(asdict(cfg)) == cfg
+        True
+        """
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -77,7 +163,29 @@ class UNet(nn.Module):
 
     With ``padding='same'`` H' = H and H, W must be multiples of ``2**depth``.
     With ``padding='valid'`` the output is smaller (see :meth:`output_size`), as in the
-    paper's overlap-tile strategy.
+    paper's overlap-tile strategy. Convolutions start with He (Kaiming) initialisation.
+
+    Parameters
+    ----------
+    config : UNetConfig, optional
+        The architecture; None builds one from ``kwargs``.
+    **kwargs
+        :class:`UNetConfig` arguments, used when ``config`` is None.
+
+    Raises
+    ------
+    ValueError
+        For an invalid configuration (see :class:`UNetConfig`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from napari_unet.models.unet import UNet, UNetConfig
+    >>> net = UNet(UNetConfig(base=4, depth=2)).eval()
+    >>> net(torch.zeros(1, 1, 32, 32)).shape
+    torch.Size([1, 3, 32, 32])
+    >>> UNet(base=4, depth=2).config == net.config
+    True
     """
 
     def __init__(self, config: UNetConfig | None = None, **kwargs: Any) -> None:
@@ -110,7 +218,25 @@ class UNet(nn.Module):
         return 2**self.config.depth
 
     def output_size(self, size: int) -> int:
-        """Output side length for an input side length (equal for 'same' padding)."""
+        """Output side length for an input side length (equal for 'same' padding).
+
+        Parameters
+        ----------
+        size : int
+            Input side in pixels.
+
+        Returns
+        -------
+        int
+            Output side in pixels; 0 when a ``"valid"`` net cannot take that input (a side
+            that gets odd before a pooling, or too small).
+
+        Examples
+        --------
+        >>> from napari_unet.models.unet import UNet, UNetConfig
+        >>> UNet(UNetConfig.paper()).output_size(572), UNet(UNetConfig.paper()).output_size(573)
+        (388, 0)
+        """
         if self.config.padding == "same":
             return size
         for _ in range(self.config.depth):
@@ -124,13 +250,32 @@ class UNet(nn.Module):
         return max(size, 0)
 
     def valid_input_size(self, min_output: int) -> int:
-        """Smallest input side giving at least ``min_output`` output pixels per side."""
+        """Smallest input side giving at least ``min_output`` output pixels per side.
+
+        Parameters
+        ----------
+        min_output : int
+            Output side wanted, in pixels.
+
+        Returns
+        -------
+        int
+            The input side to feed (for ``"valid"`` padding, larger by the context the
+            convolutions eat).
+
+        Examples
+        --------
+        >>> from napari_unet.models.unet import UNet, UNetConfig
+        >>> UNet(UNetConfig.paper()).valid_input_size(388)
+        572
+        """
         size = max(min_output, self.multiple)
         while self.output_size(size) < min_output:
             size += 1
         return size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch: (N, in_channels, H, W) -> (N, out_channels, H', W')."""
         skips = []
         for block in self.down:
             x = block(x)
