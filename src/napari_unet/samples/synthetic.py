@@ -34,6 +34,7 @@ class SyntheticNuclei:
 
     @property
     def n_objects(self) -> int:
+        """How many nuclei the ground truth holds."""
         return int(np.unique(self.labels[self.labels > 0]).size)
 
 
@@ -66,9 +67,10 @@ def _rotation_3d(yaw: float, tilt: float) -> np.ndarray:
 
 
 class _Canvas:
-    """Rasterises nuclei one by one; where two overlap, a pixel goes to the nucleus whose
-    normalised elliptical distance is smaller, which makes touching nuclei meet along a
-    plausible boundary instead of one covering the other.
+    """Rasterises nuclei one by one; touching nuclei meet along a plausible boundary.
+
+    Where two overlap, a pixel goes to the nucleus whose normalised elliptical distance is
+    smaller, instead of one covering the other.
     """
 
     def __init__(self, shape: tuple[int, ...], spacing: tuple[float, ...]) -> None:
@@ -292,9 +294,10 @@ def nuclei_timelapse(
     drift: tuple[float, float] = (0.8, 0.5),
     bleach_per_frame: float = 0.02,
 ) -> SyntheticNuclei:
-    """A (T, Y, X) movie: nuclei drift (common ``drift`` px/frame plus a little of their own),
-    turn slowly, and bleach. Labels keep a nucleus' id in every frame, so they double as
-    tracking ground truth.
+    """A (T, Y, X) movie: nuclei drift, turn slowly and bleach; ids are kept over time.
+
+    Nuclei drift by a common ``drift`` px/frame plus a little of their own. Labels keep a
+    nucleus' id in every frame, so they double as tracking ground truth.
     """
     rng = np.random.default_rng(seed)
     shape = (int(shape[0]), int(shape[1]))
