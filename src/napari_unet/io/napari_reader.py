@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from napari_unet.common.axes import AxesError, guess_axes
-from napari_unet.io.images import TIFF_SUFFIXES, ImageReadError, image_stem, open_image
+from napari_unet.io.errors import ImageReadError
+from napari_unet.io.images import TIFF_SUFFIXES, image_stem, open_image
 from napari_unet.io.omezarr import is_zarr_store
 
 LayerData = tuple[Any, dict[str, Any], str]

@@ -218,6 +218,27 @@ def _render_2d(
     return _camera(rng, peak_photons * bleach * illum * (sig + bg))
 
 
+def _place_2d(
+    rng: np.random.Generator,
+    canvas: _Canvas,
+    shape: tuple[int, int],
+    n_nuclei: int,
+    radius: tuple[float, float],
+    touch_fraction: float,
+    max_overlap: float,
+) -> list[_Nucleus]:
+    """Place random 2D nuclei on ``canvas``; none smaller than half the smallest radius' disk."""
+    return _place(
+        rng,
+        canvas,
+        n_nuclei,
+        lambda: _random_2d_nucleus(rng, shape, radius),
+        touch_fraction=touch_fraction,
+        max_overlap=max_overlap,
+        min_area=int(0.5 * np.pi * radius[0] ** 2),
+    )
+
+
 def nuclei_2d(
     shape: tuple[int, int] = (512, 512),
     n_nuclei: int = 60,
@@ -229,15 +250,7 @@ def nuclei_2d(
     rng = np.random.default_rng(seed)
     shape = (int(shape[0]), int(shape[1]))
     canvas = _Canvas(shape, (1.0, 1.0))
-    nuclei = _place(
-        rng,
-        canvas,
-        n_nuclei,
-        lambda: _random_2d_nucleus(rng, shape, radius),
-        touch_fraction=0.25,
-        max_overlap=0.12,
-        min_area=int(0.5 * np.pi * radius[0] ** 2),
-    )
+    nuclei = _place_2d(rng, canvas, shape, n_nuclei, radius, touch_fraction=0.25, max_overlap=0.12)
     image = _render_2d(rng, shape, canvas, nuclei, peak_photons)
     return SyntheticNuclei(image, canvas.labels, "YX", (1.0, 1.0))
 
@@ -302,15 +315,7 @@ def nuclei_timelapse(
     rng = np.random.default_rng(seed)
     shape = (int(shape[0]), int(shape[1]))
     first = _Canvas(shape, (1.0, 1.0))
-    nuclei = _place(
-        rng,
-        first,
-        n_nuclei,
-        lambda: _random_2d_nucleus(rng, shape, radius),
-        touch_fraction=0.2,
-        max_overlap=0.08,
-        min_area=int(0.5 * np.pi * radius[0] ** 2),
-    )
+    nuclei = _place_2d(rng, first, shape, n_nuclei, radius, touch_fraction=0.2, max_overlap=0.08)
     velocity = np.asarray(drift, float) + rng.normal(0, 0.25, size=(len(nuclei), 2))
     spin = rng.normal(0, 0.03, size=len(nuclei))  # radians per frame
     illum = 0.75 + 0.25 * _smooth_field(rng, shape)
