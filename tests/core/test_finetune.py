@@ -12,7 +12,7 @@ import napari_unet
 from napari_unet.engine.predict import segment
 from napari_unet.models.model_file import Model
 from napari_unet.models.unet import UNet, UNetConfig
-from napari_unet.training import finetune as ft
+from napari_unet.training import finetune as finetuning
 from napari_unet.training.annotations import samples_from_arrays
 from napari_unet.training.card import median_object_diameter
 from napari_unet.training.finetune import FinetuneStep, finetune, iter_finetune
@@ -149,7 +149,7 @@ def test_best_weights_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
         snapshots.append(state(model))
         return HeldOutScore(next(losses), 0.5, 3)
 
-    monkeypatch.setattr(ft, "evaluate_heldout", fake_eval)
+    monkeypatch.setattr(finetuning, "evaluate_heldout", fake_eval)
     steps, tuned = drain(iter_finetune(tiny(), samples(), cfg(steps=20), device="cpu"))
     scored = [s for s in steps if s.heldout is not None]
     assert [s.step for s in scored][:3] == [2, 4, 6]
@@ -161,7 +161,9 @@ def test_best_weights_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_parent_is_kept_when_nothing_beats_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ft, "evaluate_heldout", lambda *a: HeldOutScore(0.1 if not calls else 1.0, 0, 1))
+    monkeypatch.setattr(
+        finetuning, "evaluate_heldout", lambda *a: HeldOutScore(0.1 if not calls else 1.0, 0, 1)
+    )
     calls: list[int] = []
     model = tiny()
     gen = iter_finetune(model, samples(), cfg(steps=6), device="cpu")
@@ -244,7 +246,6 @@ def test_time_budget_ends_training() -> None:
 def test_card_records_the_size_of_the_objects_it_learnt() -> None:
     """Disks of radius 12 (diameter 24): the fine-tuned card says ~24, so Segment's *diameter*
     rescales relative to what this model saw, not to its parent's 20 px."""
-
     lab = np.zeros((128, 128), np.int32)
     yy, xx = np.mgrid[:128, :128]
     for i, (cy, cx) in enumerate([(20, 20), (20, 70), (70, 20), (70, 70), (105, 45), (40, 108)], 1):

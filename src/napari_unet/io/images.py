@@ -20,24 +20,21 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.io.errors import MAX_NDIM, ImageReadError, first_line
-from napari_unet.io.labels import write_labels
+from napari_unet.io.errors import ImageReadError, first_line
+from napari_unet.io.labels import write_labels  # compat: scale/batch imports it from here
 from napari_unet.io.omezarr import read_ome_zarr
 from napari_unet.io.plain import PLAIN_SUFFIXES, read_plain
-from napari_unet.io.tiff import LAZY_ENV, LAZY_THRESHOLD, lazy_threshold, map_tiff_axes, open_tiff, read_tiff
+from napari_unet.io.tiff import LAZY_THRESHOLD, lazy_threshold, open_tiff, read_tiff
 from napari_unet.io.tiff import tifffile_log as _tifffile_log  # noqa: F401 - compat: scale/batch imports it from here
 
 __all__ = [
-    "LAZY_ENV",
     "LAZY_THRESHOLD",
-    "MAX_NDIM",
     "PLAIN_SUFFIXES",
     "SUPPORTED_SUFFIXES",
     "TIFF_SUFFIXES",
     "ZARR_SUFFIXES",
     "ImageReadError",
     "image_stem",
-    "map_tiff_axes",
     "open_image",
     "read_image",
     "write_labels",

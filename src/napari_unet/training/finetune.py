@@ -238,9 +238,11 @@ def finetune(
 ) -> Model:
     """Fine-tune a copy of ``model`` on corrected labels; return the copy.
 
-    The annotation is turned into training samples exactly as prediction normalises images,
-    part of it is held back to score the model before and after, and the weights with the best
-    held-out loss are returned (the parent's, if nothing beats them).
+    The images are normalised exactly as prediction normalises them; part of the annotation is
+    held back to score the model before and after, and the weights with the best held-out loss
+    are returned (the parent's, if nothing beats them). ``axes``, ``channel``, ``ignore_label``,
+    ``reviewed`` and ``slices`` apply to every image (see
+    :func:`napari_unet.training.annotations.samples_from_arrays`).
 
     Parameters
     ----------
