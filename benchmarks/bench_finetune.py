@@ -8,10 +8,10 @@ cytoplasm, dark mitochondria-like organelles, blur and noise), ground truth = th
 512x512 images are the "corrected annotation", two others are the test set. For the same
 wall-clock budget it compares
 
-* ``scratch-plain``: random weights, the plain recipe of issue 3 (Adam(W) 1e-3, 256 crops,
+* ``scratch-plain``: random weights, the plain from-scratch recipe (Adam(W) 1e-3, 256 crops,
   batch 8, 50-step warm-up, cosine over the budget; ``iter_train``);
 * ``ft-plain``: the same plain recipe starting from the nuclei model;
-* ``ft``: ``iter_finetune`` with its defaults (``train.FINETUNE_DEFAULTS``) from the nuclei model;
+* ``ft``: ``iter_finetune`` with its defaults (``FINETUNE_DEFAULTS``) from the nuclei model;
 * ``scratch-ft``: ``iter_finetune``'s defaults from random weights.
 
 Printed per condition: steps, steps/s, the loss curve (mean loss in each tenth of the budget),
@@ -40,7 +40,8 @@ from napari_unet.models.model_file import Model
 from napari_unet.models.registry import load_model
 from napari_unet.models.unet import UNet
 from napari_unet.training.annotations import samples_from_arrays
-from napari_unet.training.loop import FINETUNE_DEFAULTS, TrainConfig, iter_finetune, iter_train
+from napari_unet.training.finetune import FINETUNE_DEFAULTS, iter_finetune
+from napari_unet.training.loop import TrainConfig, iter_train
 
 
 def membranes(size: int = 512, cell: float = 44.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ from napari_unet.models.model_file import Model
 from napari_unet.models.registry import load_model
 from napari_unet.models.unet import UNet
 from napari_unet.training.annotations import samples_from_arrays
-from napari_unet.training.loop import FINETUNE_DEFAULTS, iter_finetune
+from napari_unet.training.finetune import FINETUNE_DEFAULTS, iter_finetune
 from train_bundled import VAL_GROUPS, load_dsb
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_unet.io.images import write_labels
+from napari_unet.io.labels import write_labels
 from napari_unet.samples import synthetic
 
 SAMPLES = {

@@ -34,7 +34,8 @@ from napari_unet.engine.normalize import normalize
 from napari_unet.engine.postprocess import PostprocessParams, instances_from_classes
 from napari_unet.models.model_file import Model
 from napari_unet.models.unet import UNet, UNetConfig
-from napari_unet.training.loop import Sample, TrainConfig, iter_train
+from napari_unet.training.loop import TrainConfig, iter_train
+from napari_unet.training.sample import Sample
 from napari_unet.training.targets import TARGET_NAME
 
 VAL_GROUPS = {(256, 320), (260, 347), (512, 640), (603, 1272)}

@@ -8,14 +8,8 @@ import torch
 
 from napari_unet.models.model_file import Model
 from napari_unet.models.unet import UNet, UNetConfig
-from napari_unet.training.loop import (
-    NoAnnotationError,
-    Sample,
-    TrainConfig,
-    iter_train,
-    make_batch,
-    weighted_loss,
-)
+from napari_unet.training.loop import TrainConfig, iter_train, make_batch, weighted_loss
+from napari_unet.training.sample import NoAnnotationError, Sample
 from napari_unet.training.targets import (
     BACKGROUND,
     BOUNDARY,
@@ -120,6 +114,11 @@ def test_ignored_pixels_do_not_change_the_gradient() -> None:
 
     for a, b in zip(grads(y), grads(y2), strict=True):
         torch.testing.assert_close(a, b)
+    # positive control: changing the labels where they count does change the gradient, so the
+    # equality above is about the ignored pixels, not a loss that ignores the labels
+    y3 = y.clone()
+    y3[:, :8] = (y3[:, :8] + 1) % 3  # change the labels only where annotated
+    assert any(not torch.allclose(a, b) for a, b in zip(grads(y), grads(y3), strict=True))
 
 
 def test_mask_zeroes_weights_in_batches() -> None:

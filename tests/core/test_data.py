@@ -11,7 +11,8 @@ from napari_unet.engine.normalize import normalize
 from napari_unet.models.model_file import Model
 from napari_unet.models.unet import UNet, UNetConfig
 from napari_unet.training.annotations import AnnotationError, samples_from_arrays
-from napari_unet.training.loop import NoAnnotationError, TrainConfig, make_batch, weighted_loss
+from napari_unet.training.loop import TrainConfig, make_batch, weighted_loss
+from napari_unet.training.sample import NoAnnotationError
 
 RNG = np.random.default_rng(0)
 
@@ -118,6 +119,16 @@ def test_ignored_pixels_have_no_effect_on_training() -> None:
         grads.append([p.grad.clone() for p in net.parameters()])
     for ga, gc in zip(*grads, strict=True):
         torch.testing.assert_close(ga, gc)
+    # positive control: other labels where they count (objects and background swapped in the
+    # reviewed part) do change the gradient, so the equality above is about the ignored pixels
+    d = c.copy()
+    d[:, :40] = np.where(lab[:, :40] > 0, 0, 1)
+    sd = samples_from_arrays(img, d, tiny(), reviewed=reviewed)
+    torch.manual_seed(0)
+    x, y, w = make_batch(sd, cfg, np.random.default_rng(3))
+    net.zero_grad()
+    weighted_loss(net(x), y, w).backward()
+    assert any(not torch.allclose(gc, p.grad) for gc, p in zip(grads[1], net.parameters(), strict=True))
 
 
 def test_all_background_needs_review() -> None:

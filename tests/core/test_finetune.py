@@ -12,18 +12,13 @@ import napari_unet
 from napari_unet.engine.predict import segment
 from napari_unet.models.model_file import Model
 from napari_unet.models.unet import UNet, UNetConfig
-from napari_unet.training import loop as train
+from napari_unet.training import finetune as finetuning
 from napari_unet.training.annotations import samples_from_arrays
-from napari_unet.training.loop import (
-    FinetuneStep,
-    HeldOutScore,
-    NoAnnotationError,
-    Sample,
-    TrainConfig,
-    finetune,
-    iter_finetune,
-    split_holdout,
-)
+from napari_unet.training.card import median_object_diameter
+from napari_unet.training.finetune import FinetuneStep, finetune, iter_finetune
+from napari_unet.training.holdout import HeldOutScore, split_holdout
+from napari_unet.training.loop import TrainConfig
+from napari_unet.training.sample import NoAnnotationError, Sample
 
 
 def tiny() -> Model:
@@ -154,7 +149,7 @@ def test_best_weights_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
         snapshots.append(state(model))
         return HeldOutScore(next(losses), 0.5, 3)
 
-    monkeypatch.setattr(train, "evaluate_heldout", fake_eval)
+    monkeypatch.setattr(finetuning, "evaluate_heldout", fake_eval)
     steps, tuned = drain(iter_finetune(tiny(), samples(), cfg(steps=20), device="cpu"))
     scored = [s for s in steps if s.heldout is not None]
     assert [s.step for s in scored][:3] == [2, 4, 6]
@@ -166,7 +161,9 @@ def test_best_weights_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_parent_is_kept_when_nothing_beats_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train, "evaluate_heldout", lambda *a: HeldOutScore(0.1 if not calls else 1.0, 0, 1))
+    monkeypatch.setattr(
+        finetuning, "evaluate_heldout", lambda *a: HeldOutScore(0.1 if not calls else 1.0, 0, 1)
+    )
     calls: list[int] = []
     model = tiny()
     gen = iter_finetune(model, samples(), cfg(steps=6), device="cpu")
@@ -200,7 +197,7 @@ def test_card_records_parent_data_and_scores() -> None:
     assert ft["annotated_pixels"] == 2 * 128 * 128 and ft["steps"] == 4 and ft["seconds"] > 0
     assert {"heldout_f1_before", "heldout_f1_after"} <= set(card["metrics"])
     assert "created" in card
-    assert card["object_diameter"] == pytest.approx(train.median_object_diameter(samples()), abs=0.1)
+    assert card["object_diameter"] == pytest.approx(median_object_diameter(samples()), abs=0.1)
 
 
 def test_refusals() -> None:
@@ -249,15 +246,13 @@ def test_time_budget_ends_training() -> None:
 def test_card_records_the_size_of_the_objects_it_learnt() -> None:
     """Disks of radius 12 (diameter 24): the fine-tuned card says ~24, so Segment's *diameter*
     rescales relative to what this model saw, not to its parent's 20 px."""
-    from napari_unet.training.loop import median_object_diameter
-
     lab = np.zeros((128, 128), np.int32)
     yy, xx = np.mgrid[:128, :128]
     for i, (cy, cx) in enumerate([(20, 20), (20, 70), (70, 20), (70, 70), (105, 45), (40, 108)], 1):
         lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= 144] = i
-    sample = train.Sample(np.zeros((1, 128, 128), np.float32), lab)
+    sample = Sample(np.zeros((1, 128, 128), np.float32), lab)
     assert median_object_diameter([sample]) == pytest.approx(24.0, abs=0.5)
-    few = train.Sample(np.zeros((1, 128, 128), np.float32), np.where(lab <= 2, lab, 0))
+    few = Sample(np.zeros((1, 128, 128), np.float32), np.where(lab <= 2, lab, 0))
     assert median_object_diameter([few]) is None  # too few objects to say: keep the parent's
-    masked = train.Sample(sample.image, lab, mask=np.zeros((128, 128), bool))
+    masked = Sample(sample.image, lab, mask=np.zeros((128, 128), bool))
     assert median_object_diameter([masked]) is None  # nothing reviewed, nothing measured

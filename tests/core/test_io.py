@@ -13,7 +13,10 @@ import tifffile
 from PIL import Image
 
 from napari_unet.io import images as io
-from napari_unet.io.images import ImageReadError, image_stem, map_tiff_axes, read_image, write_labels
+from napari_unet.io.errors import ImageReadError
+from napari_unet.io.images import image_stem, read_image
+from napari_unet.io.labels import write_labels
+from napari_unet.io.tiff import map_tiff_axes
 
 RNG = np.random.default_rng(0)
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_unet.io.images import ImageReadError, open_image
+from napari_unet.io.errors import ImageReadError
+from napari_unet.io.images import open_image
 from napari_unet.io.omezarr import ome_zarr_writer, read_ome_zarr, read_ome_zarr_levels, write_ome_zarr
 
 RNG = np.random.default_rng(1)

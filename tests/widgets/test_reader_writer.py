@@ -11,7 +11,8 @@ import pytest
 import tifffile
 
 from napari_unet.io import napari_reader as _reader
-from napari_unet.io.images import ImageReadError, open_image, read_image
+from napari_unet.io.errors import ImageReadError
+from napari_unet.io.images import open_image, read_image
 from napari_unet.io.napari_reader import get_reader
 from napari_unet.io.napari_writer import label_axes, write_labels_tiff, write_labels_zarr
 from napari_unet.io.omezarr import read_ome_zarr, write_ome_zarr

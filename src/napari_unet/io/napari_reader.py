@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from napari_unet.common.axes import AxesError, guess_axes
-from napari_unet.io.images import TIFF_SUFFIXES, ImageReadError, image_stem, open_image
-from napari_unet.io.omezarr import is_zarr_store
+from napari_unet.io.errors import ImageReadError
+from napari_unet.io.images import TIFF_SUFFIXES, image_stem, open_image
+from napari_unet.io.omezarr import is_zarr_store, read_ome_zarr_levels
 
 LayerData = tuple[Any, dict[str, Any], str]
 # multiscale only pays off when a plane is bigger than a screen's worth of texture
@@ -67,8 +68,6 @@ def read_path(path: str | list[str]) -> list[LayerData]:
         data, axes, meta = open_image(p)
         levels = None
         if meta.get("levels", 1) > 1 and max(data.shape[-2:]) > MULTISCALE_MIN_SIDE:
-            from napari_unet.io.omezarr import read_ome_zarr_levels
-
             levels = read_ome_zarr_levels(p)[0]
     except ImageReadError as exc:
         raise ImageReadError(f"cannot open {p.name}: {exc}") from None

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.io.images import write_labels
+from napari_unet.io.labels import write_labels
 from napari_unet.io.omezarr import write_ome_zarr
 
 

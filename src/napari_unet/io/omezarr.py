@@ -20,7 +20,7 @@ Decisions:
   renamed into place only when complete, so an interrupted write never leaves a store that looks
   complete (a killed process can leave the hidden temporary folder; it never ends in ``.zarr``).
   This protects against interruption, not power loss (chunk files are not fsynced).
-* Errors in reading are :class:`~napari_unet.io.images.ImageReadError` with a one-line reason.
+* Errors in reading are :class:`~napari_unet.io.errors.ImageReadError` with a one-line reason.
 """
 
 from __future__ import annotations
@@ -33,9 +33,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
+import numcodecs
 import numpy as np
+import zarr
 
-from napari_unet.io.images import MAX_NDIM, ImageReadError, _first_line
+from napari_unet.common.axes import validate_axes
+from napari_unet.io.errors import MAX_NDIM, ImageReadError, first_line
 
 NGFF_VERSION = "0.4"
 NGFF_ORDER = "TCZYX"
@@ -79,8 +83,6 @@ def is_zarr_store(path: str | os.PathLike) -> bool:
 
 
 def _open_node(path: Path) -> Any:
-    import zarr
-
     if not path.exists():
         raise ImageReadError("no such file or folder")
     if not path.is_dir():
@@ -90,7 +92,7 @@ def _open_node(path: Path) -> Any:
     try:
         return zarr.open(store=str(path), mode="r")
     except Exception as exc:  # noqa: BLE001 - zarr raises many kinds on broken metadata
-        raise ImageReadError(f"unreadable Zarr store ({_first_line(exc)})") from None
+        raise ImageReadError(f"unreadable Zarr store ({first_line(exc)})") from None
 
 
 def _ome_attrs(node: Any) -> dict[str, Any]:
@@ -143,8 +145,6 @@ def _check_array(arr: Any) -> None:
 
 def _levels(path: str | os.PathLike) -> tuple[list[Any], str | None, dict[str, Any]]:
     """Zarr arrays of every level (highest resolution first), axes and metadata."""
-    import zarr
-
     node = _open_node(Path(path))
     meta: dict[str, Any] = {}
     if isinstance(node, zarr.Array):
@@ -247,8 +247,6 @@ def read_ome_zarr(path: str | os.PathLike) -> tuple[Any, str | None, dict[str, A
 
 def read_ome_zarr_levels(path: str | os.PathLike) -> tuple[list[Any], str | None, dict[str, Any]]:
     """Like :func:`read_ome_zarr` but with a dask array per resolution level (napari multiscale)."""
-    import dask.array as da
-
     arrays, axes, meta = _levels(path)
     _check_array(arrays[0])
     meta["levels"] = len(arrays)
@@ -261,8 +259,6 @@ def open_level(path: str | os.PathLike, level: int = 0, mode: str = "r") -> Any:
     E.g. to back a Labels layer by a store that :func:`ome_zarr_writer` has just committed (the
     array it yielded pointed into the temporary folder, which no longer exists).
     """
-    import zarr
-
     arrays = _levels(path)[0]
     if not 0 <= level < len(arrays):
         raise ImageReadError(f"no resolution level {level} (the store has {len(arrays)})")
@@ -281,8 +277,6 @@ def ngff_unit(unit: str | None) -> str | None:
 
 
 def _check_ngff_axes(axes: str, shape: tuple[int, ...]) -> str:
-    from napari_unet.common.axes import validate_axes
-
     axes = validate_axes(axes, shape)
     positions = [NGFF_ORDER.index(a) for a in axes]
     if positions != sorted(positions):
@@ -386,9 +380,6 @@ def ome_zarr_writer(
     ``path`` is untouched. ``axes`` must be in NGFF order (``TCZYX`` subset). Chunks never written
     read back as ``fill_value``. Use ``labels=True`` for label images (adds ``image-label``).
     """
-    import numcodecs
-    import zarr
-
     target = Path(path)
     shape = tuple(int(s) for s in shape)
     axes = _check_ngff_axes(axes, shape)
@@ -443,10 +434,6 @@ def write_ome_zarr(
     destination is a local folder), so memory stays bounded whatever the size. ``chunks`` are in
     the written (NGFF) order; default: one plane, at most 1024x1024. Returns ``Path(path)``.
     """
-    import dask.array as da
-
-    from napari_unet.common.axes import validate_axes
-
     axes = validate_axes(axes, tuple(data.shape))
     order = [axes.index(a) for a in NGFF_ORDER if a in axes]
     ngff_axes = "".join(axes[i] for i in order)

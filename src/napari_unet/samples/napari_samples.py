@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from skimage.data import _fetchers
+from skimage.data import human_mitosis as _skimage_human_mitosis
 
 from napari_unet.samples import synthetic
 
@@ -47,10 +49,6 @@ class SampleUnavailableError(RuntimeError):
 
 def _skimage_cached(filename: str) -> Path | None:
     """The local copy of a scikit-image data file, without ever touching the network."""
-    try:
-        from skimage.data import _fetchers
-    except ImportError:  # pragma: no cover - scikit-image is a dependency
-        return None
     candidates = []
     if getattr(_fetchers, "_image_fetcher", None) is not None:
         candidates.append(Path(_fetchers._image_fetcher.path) / filename)
@@ -74,7 +72,5 @@ def human_mitosis() -> list[LayerData]:
             "the scikit-image 'human_mitosis' image is not downloaded yet: run "
             '`python -c "import skimage.data; skimage.data.human_mitosis()"` once with internet access'
         )
-    from skimage.data import human_mitosis as load
-
-    image = load()
+    image = _skimage_human_mitosis()
     return [(image, {"name": "human mitosis", "colormap": "gray", "axis_labels": ("y", "x")}, "image")]

@@ -34,6 +34,7 @@ class SyntheticNuclei:
 
     @property
     def n_objects(self) -> int:
+        """How many nuclei the ground truth holds."""
         return int(np.unique(self.labels[self.labels > 0]).size)
 
 
@@ -66,9 +67,10 @@ def _rotation_3d(yaw: float, tilt: float) -> np.ndarray:
 
 
 class _Canvas:
-    """Rasterises nuclei one by one; where two overlap, a pixel goes to the nucleus whose
-    normalised elliptical distance is smaller, which makes touching nuclei meet along a
-    plausible boundary instead of one covering the other.
+    """Rasterises nuclei one by one; touching nuclei meet along a plausible boundary.
+
+    Where two overlap, a pixel goes to the nucleus whose normalised elliptical distance is
+    smaller, instead of one covering the other.
     """
 
     def __init__(self, shape: tuple[int, ...], spacing: tuple[float, ...]) -> None:
@@ -216,6 +218,27 @@ def _render_2d(
     return _camera(rng, peak_photons * bleach * illum * (sig + bg))
 
 
+def _place_2d(
+    rng: np.random.Generator,
+    canvas: _Canvas,
+    shape: tuple[int, int],
+    n_nuclei: int,
+    radius: tuple[float, float],
+    touch_fraction: float,
+    max_overlap: float,
+) -> list[_Nucleus]:
+    """Place random 2D nuclei on ``canvas``; none smaller than half the smallest radius' disk."""
+    return _place(
+        rng,
+        canvas,
+        n_nuclei,
+        lambda: _random_2d_nucleus(rng, shape, radius),
+        touch_fraction=touch_fraction,
+        max_overlap=max_overlap,
+        min_area=int(0.5 * np.pi * radius[0] ** 2),
+    )
+
+
 def nuclei_2d(
     shape: tuple[int, int] = (512, 512),
     n_nuclei: int = 60,
@@ -227,15 +250,7 @@ def nuclei_2d(
     rng = np.random.default_rng(seed)
     shape = (int(shape[0]), int(shape[1]))
     canvas = _Canvas(shape, (1.0, 1.0))
-    nuclei = _place(
-        rng,
-        canvas,
-        n_nuclei,
-        lambda: _random_2d_nucleus(rng, shape, radius),
-        touch_fraction=0.25,
-        max_overlap=0.12,
-        min_area=int(0.5 * np.pi * radius[0] ** 2),
-    )
+    nuclei = _place_2d(rng, canvas, shape, n_nuclei, radius, touch_fraction=0.25, max_overlap=0.12)
     image = _render_2d(rng, shape, canvas, nuclei, peak_photons)
     return SyntheticNuclei(image, canvas.labels, "YX", (1.0, 1.0))
 
@@ -292,22 +307,15 @@ def nuclei_timelapse(
     drift: tuple[float, float] = (0.8, 0.5),
     bleach_per_frame: float = 0.02,
 ) -> SyntheticNuclei:
-    """A (T, Y, X) movie: nuclei drift (common ``drift`` px/frame plus a little of their own),
-    turn slowly, and bleach. Labels keep a nucleus' id in every frame, so they double as
-    tracking ground truth.
+    """A (T, Y, X) movie: nuclei drift, turn slowly and bleach; ids are kept over time.
+
+    Nuclei drift by a common ``drift`` px/frame plus a little of their own. Labels keep a
+    nucleus' id in every frame, so they double as tracking ground truth.
     """
     rng = np.random.default_rng(seed)
     shape = (int(shape[0]), int(shape[1]))
     first = _Canvas(shape, (1.0, 1.0))
-    nuclei = _place(
-        rng,
-        first,
-        n_nuclei,
-        lambda: _random_2d_nucleus(rng, shape, radius),
-        touch_fraction=0.2,
-        max_overlap=0.08,
-        min_area=int(0.5 * np.pi * radius[0] ** 2),
-    )
+    nuclei = _place_2d(rng, first, shape, n_nuclei, radius, touch_fraction=0.2, max_overlap=0.08)
     velocity = np.asarray(drift, float) + rng.normal(0, 0.25, size=(len(nuclei), 2))
     spin = rng.normal(0, 0.03, size=len(nuclei))  # radians per frame
     illum = 0.75 + 0.25 * _smooth_field(rng, shape)

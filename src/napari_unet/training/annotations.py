@@ -1,6 +1,6 @@
 """Training samples from what the user has in napari: an image and its corrected labels.
 
-The rule for "what counts as annotation" (issue 3) is explicit, because a pixel wrongly
+The rule for "what counts as annotation" is explicit, because a pixel wrongly
 taken as background teaches the model to miss objects:
 
 * ``reviewed`` is a bool mask (the labels' shape, or one (Y, X) plane for every slice) of
@@ -32,7 +32,7 @@ from napari_unet.common.axes import guess_axes, output_axes, to_canonical, valid
 # prediction's own normalisation helpers: training must normalise exactly as predict does
 from napari_unet.engine.normalize import apply_bounds, channel_bounds, check_finite, select_channels
 from napari_unet.models.model_file import Model
-from napari_unet.training.loop import NoAnnotationError, Sample, annotation_summary
+from napari_unet.training.sample import NoAnnotationError, Sample, annotation_summary
 
 __all__ = ["AnnotationError", "NoAnnotationError", "annotation_summary", "samples_from_arrays"]
 

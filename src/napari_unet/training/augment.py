@@ -17,6 +17,8 @@ from scipy import ndimage as ndi
 
 @dataclass(frozen=True)
 class AugmentParams:
+    """How strongly crops are varied: geometry (zoom, rotation, flips, elastic) and intensity."""
+
     zoom: tuple[float, float] = (0.6, 1.6)  # log-uniform; >1 magnifies
     rotate: bool = True
     flip: bool = True

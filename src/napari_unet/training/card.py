@@ -1,0 +1,108 @@
+"""The card of a fine-tuned model: the parent's settings, the data it learned from, the scores.
+
+A card travels with the weights, so it says where the model comes from (parent, images,
+objects, steps, time) and how it did on the held-back annotation before and after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_unet.models.model_file import Model
+from napari_unet.training.holdout import HeldOutScore
+from napari_unet.training.loop import TrainConfig
+from napari_unet.training.sample import Sample, annotation_summary
+
+__all__ = ["MIN_OBJECTS_FOR_DIAMETER", "finetuned_card", "median_object_diameter"]
+
+MIN_OBJECTS_FOR_DIAMETER = 5
+
+
+def median_object_diameter(samples: Sequence[Sample]) -> float | None:
+    """Median equivalent diameter (px) of the annotated objects; None with fewer than 5.
+
+    A fine-tuned model learns objects at the size they have in its training images, which may
+    not be the parent's: its card records that size, so that Segment's *diameter* rescales an
+    image relative to what this model saw (and 3D seed erosion and chunk halos scale with it).
+    """
+    areas: list[np.ndarray] = []
+    for s in samples:
+        lab = s.labels if s.mask is None else np.where(s.mask, s.labels, 0)
+        counts = np.bincount(lab.ravel().astype(np.int64))[1:]
+        areas.append(counts[counts > 0])
+    all_areas = np.concatenate(areas) if areas else np.zeros(0)
+    if all_areas.size < MIN_OBJECTS_FOR_DIAMETER:
+        return None
+    return float(np.median(2.0 * np.sqrt(all_areas / np.pi)))
+
+
+def finetuned_card(
+    parent: Model,
+    samples: Sequence[Sample],
+    cfg: TrainConfig,
+    device: torch.device,
+    note: str,
+    before: HeldOutScore | None,
+    after: HeldOutScore | None,
+    *,
+    steps: int,
+    best_step: int,
+    seconds: float,
+    stopped: bool,
+) -> dict[str, Any]:
+    """The parent's card (normalisation, target, post-processing) plus where this model comes from.
+
+    ``note`` says what was held back; ``before`` / ``after`` are the held-out scores (None when
+    nothing was held back); ``steps``, ``best_step``, ``seconds`` and ``stopped`` (the caller
+    stopped it early) say what the fine-tune did.
+    """
+    pc = parent.card
+    card = {
+        k: v for k, v in pc.items() if k not in {"metrics", "training", "parent", "created", "description"}
+    }
+    data = annotation_summary(samples)
+    card["name"] = f"{parent.name}-ft"
+    card["description"] = (
+        f"{parent.name} fine-tuned on {data['annotated_objects']} annotated object(s) in "
+        f"{data['images']} image(s)"
+    )
+    card["parent"] = {
+        "name": parent.name,
+        "source": parent.source,
+        "created": pc.get("created"),
+        "metrics": pc.get("metrics"),
+        "parent": pc.get("parent"),
+    }
+    card["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+    diameter = median_object_diameter(samples)
+    if diameter is not None:
+        card["object_diameter"] = round(diameter, 1)
+    card["finetune"] = {
+        **data,
+        "planes_used": [f"{s.source} {s.plane}".strip() for s in samples[:50]],
+        "steps": steps,
+        "best_step": best_step,
+        "seconds": round(seconds, 1),
+        "stopped_early": stopped,
+        "lr": cfg.lr,
+        "crop": cfg.crop,
+        "batch_size": cfg.batch_size,
+        "device": str(device),
+        "holdout": note,
+    }
+    metrics: dict[str, Any] = {}
+    if before is not None and after is not None:
+        metrics = {
+            "heldout_f1_before": round(before.f1, 4),
+            "heldout_f1_after": round(after.f1, 4),
+            "heldout_loss_before": round(before.loss, 4),
+            "heldout_loss_after": round(after.loss, 4),
+            "heldout_objects": after.objects,
+        }
+    card["metrics"] = metrics
+    return card

@@ -1,0 +1,344 @@
+"""Fine-tuning: a copy of a model learns from a user's corrections, the best weights are kept.
+
+:func:`iter_finetune` drives :func:`~napari_unet.training.loop.iter_train` on a copy of the model
+with a held-back part of the annotation (:mod:`napari_unet.training.holdout`) scored along the
+way, and returns the copy with the best held-out weights and a card saying where it comes from
+(:mod:`napari_unet.training.card`). :func:`finetune` is the one-call API on arrays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_unet.common.generators import drain
+from napari_unet.engine.devices import select_device
+from napari_unet.models.model_file import Model
+from napari_unet.models.registry import load_model
+from napari_unet.training.annotations import samples_from_arrays
+from napari_unet.training.card import finetuned_card
+from napari_unet.training.holdout import HeldOutScore, evaluate_heldout, split_holdout
+from napari_unet.training.loop import TrainConfig, TrainStep, iter_train
+from napari_unet.training.sample import NoAnnotationError, Sample
+
+__all__ = ["FINETUNE_DEFAULTS", "FinetuneStep", "finetune", "iter_finetune"]
+
+# Fine-tuning defaults, chosen for "two corrected images, two minutes on a laptop CPU":
+# * crop 128 (not 256): four times as many steps in the same time; a nucleus or a cell is
+#   far smaller than 128 px, and a short budget is limited by the number of updates.
+# * lr 1e-3 with a 10-step warm-up: a 50-step warm-up (the from-scratch default) spends a
+#   two-minute CPU budget entirely at a fraction of the rate. With BatchNorm frozen (below)
+#   1e-3 scored better than 5e-4 on the membrane benchmark (benchmarks/bench_finetune.py):
+#   the high rate does not destroy the pretrained features.
+# * BatchNorm is frozen: eval mode, the parent's running statistics; its scale and shift still
+#   learn. In training mode the net being trained is not the net that predicts: batch statistics
+#   of the new images replace the running ones within ~15 steps (momentum 0.1) while the weights,
+#   tuned to the old statistics, barely move in a short budget, and a pretrained model gets
+#   worse before it gets better (benchmarks/bench_finetune.py). Frozen, the training loss starts
+#   at the parent's own loss and falls, and a step is faster. A net that has never seen data (no
+#   running statistics yet) trains its BatchNorm normally.
+# * The best weights by held-out loss are kept (the parent's included), so a fine-tune never
+#   returns something worse on the held-out annotation than what it started from.
+FINETUNE_DEFAULTS = TrainConfig(
+    steps=None,
+    time_budget=120.0,
+    batch_size=8,
+    crop=128,
+    lr=1e-3,
+    warmup=10,
+    schedule="cosine",
+    freeze_batchnorm=True,
+)
+
+
+@dataclass(frozen=True)
+class FinetuneStep:
+    """One fine-tuning step: a training step plus the held-out score, best step and preview."""
+
+    step: int
+    loss: float
+    lr: float
+    elapsed: float
+    steps_per_second: float
+    heldout: HeldOutScore | None = None  # set on the steps where the held-out part was scored
+    best_step: int = 0  # step of the best weights so far (0 = the parent's)
+    preview: Any = None  # what ``iter_finetune``'s ``preview`` hook returned on this step, if it ran
+
+
+def _untrained_batchnorm(net: nn.Module) -> bool:
+    """True for a net whose BatchNorm layers never saw a batch (running statistics are defaults)."""
+    return any(
+        isinstance(m, nn.BatchNorm2d)
+        and m.num_batches_tracked is not None
+        and int(m.num_batches_tracked) == 0
+        for m in net.modules()
+    )
+
+
+def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the weights, to return the best ones later."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
+def iter_finetune(
+    model: Model,
+    samples: Sequence[Sample],
+    config: TrainConfig = FINETUNE_DEFAULTS,
+    stop: Callable[[], bool] = lambda: False,
+    device: str | torch.device = "auto",
+    holdout: float = 0.2,
+    eval_every: float | None = None,
+    preview: Callable[[Model], Any] | None = None,
+    preview_every: float = 3.0,
+) -> Generator[FinetuneStep, None, Model]:
+    """Fine-tune a copy of ``model`` on ``samples``; yield per step; return the best copy.
+
+    ``model`` itself is never changed (a segmentation may be running with it). Part of the
+    annotation (``holdout``) is held back and scored before training, every ``eval_every``
+    seconds (default: a tenth of the time budget, at least 5 s; or a tenth of the steps) and
+    at the end; the weights with the lowest held-out loss are returned, so stopping early
+    keeps the best. The returned model's card records parent, data, steps, time and the
+    before/after held-out scores (``card["finetune"]["holdout"]`` says if nothing was held back).
+
+    ``preview(model)`` (optional) is called with the model being trained (eval mode, weights
+    of that step) at most every ``preview_every`` seconds, counted from the end of the
+    previous call, in this generator's thread; its result rides on that step's
+    :attr:`FinetuneStep.preview`. A GUI uses it to re-predict what the user is looking at
+    without ever running the net on its own thread.
+    """
+    if model.config.out_channels != 3:
+        raise ValueError(f"fine-tuning needs a 3-class model, this one has {model.config.out_channels}")
+    if not samples:
+        raise NoAnnotationError("no training images given")
+    if sum(s.annotated_pixels for s in samples) == 0:
+        raise NoAnnotationError("no annotated pixels: paint labels or mark reviewed regions first")
+    bad = [s.image.shape[0] for s in samples if s.image.shape[0] != model.config.in_channels]
+    if bad:
+        raise ValueError(f"model takes {model.config.in_channels} channel(s), a sample has {bad[0]}")
+    if config.steps is None and config.time_budget is None:
+        raise ValueError("give a number of steps or a time budget")
+    t0 = time.perf_counter()
+    dev = device if isinstance(device, torch.device) else select_device(device)
+    if config.freeze_batchnorm and _untrained_batchnorm(model.net):
+        config = replace(config, freeze_batchnorm=False)  # no statistics to keep yet
+    work = model.copy()
+    work.net.to(dev)
+    train_samples, held, note = split_holdout(samples, holdout)
+    before = evaluate_heldout(work, held, config, dev) if held else None
+    best_state, best, best_step = _snapshot(work.net), before, 0
+    every_s, every_steps = eval_every, None
+    if every_s is None:
+        if config.time_budget:
+            every_s = max(5.0, config.time_budget / 10)
+        else:
+            every_steps = max(1, (config.steps or 10) // 10)
+    next_eval = every_s or 0.0
+    last: TrainStep | None = None
+    scored_at = 0
+    stopped = False
+    next_preview = time.perf_counter() + preview_every
+
+    def stop_asked() -> bool:
+        nonlocal stopped
+        stopped = stopped or bool(stop())
+        return stopped
+
+    gen = iter_train(work, train_samples, config, stop_asked, dev)
+    try:
+        for st in gen:
+            last, score = st, None
+            due = (every_s is not None and st.elapsed >= next_eval) or (
+                every_steps is not None and st.step % every_steps == 0
+            )
+            if held and due:
+                score, scored_at = evaluate_heldout(work, held, config, dev), st.step
+                next_eval = st.elapsed + (every_s or 0.0)
+                if best is None or score.loss < best.loss:
+                    best_state, best, best_step = _snapshot(work.net), score, st.step
+            shown = None
+            if preview is not None and time.perf_counter() >= next_preview and not stopped:
+                shown = _run_preview(preview, work)
+                next_preview = time.perf_counter() + preview_every
+            yield FinetuneStep(
+                st.step, st.loss, st.lr, st.elapsed, st.steps_per_second, score, best_step, shown
+            )
+    finally:
+        gen.close()  # puts the net back in eval mode
+    if held and last is not None and scored_at != last.step:
+        score = evaluate_heldout(work, held, config, dev)
+        if best is None or score.loss < best.loss:
+            best_state, best, best_step = _snapshot(work.net), score, last.step
+    if held or last is None:
+        work.net.load_state_dict(best_state)
+    work.net.eval()
+    steps = last.step if last is not None else 0
+    work.card = finetuned_card(
+        model,
+        samples,
+        config,
+        dev,
+        note,
+        before,
+        best,
+        steps=steps,
+        best_step=best_step if held else steps,
+        seconds=time.perf_counter() - t0,
+        stopped=stopped,
+    )
+    return work
+
+
+def _run_preview(preview: Callable[[Model], Any], work: Model) -> Any:
+    """Call ``preview`` on the net in eval mode (as prediction runs it), then resume training.
+
+    Frozen BatchNorm layers stay in eval mode, as :func:`iter_train` set them.
+    """
+    net = work.net
+    modes = {m: m.training for m in net.modules()}
+    net.eval()
+    try:
+        return preview(work)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def _as_list(x: Any) -> list[Any]:
+    """One array (numpy or array-like) -> [it]; a sequence of them -> a list."""
+    if isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype")):
+        return [x]
+    return list(x)
+
+
+def finetune(
+    model: Model | str | None,
+    images: Any,
+    labels: Any,
+    *,
+    time_budget: float | None = 120.0,
+    steps: int | None = None,
+    ignore_label: int | None = None,
+    axes: str | None = None,
+    channel: int | None = None,
+    reviewed: Any = None,
+    slices: Sequence[Any] | None = None,
+    lr: float | None = None,
+    holdout: float = 0.2,
+    device: str = "auto",
+    seed: int = 0,
+    config: TrainConfig | None = None,
+    progress: Callable[[FinetuneStep], None] | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> Model:
+    """Fine-tune a copy of ``model`` on corrected labels; return the copy.
+
+    The images are normalised exactly as prediction normalises them; part of the annotation is
+    held back to score the model before and after, and the weights with the best held-out loss
+    are returned (the parent's, if nothing beats them). ``axes``, ``channel``, ``ignore_label``,
+    ``reviewed`` and ``slices`` apply to every image (see
+    :func:`napari_unet.training.annotations.samples_from_arrays`).
+
+    Parameters
+    ----------
+    model : Model, str or None
+        The model to start from: a :class:`~napari_unet.models.model_file.Model`, a model name or
+        a model file; ``None`` is the bundled nuclei model. It is never changed.
+    images : array-like or sequence of array-like
+        One image, or a list of images (numpy, dask or zarr arrays).
+    labels : array-like or sequence of array-like
+        The corrected instance labels of each image (0 = background): the image's shape without
+        its C axis, in the image's axis order; as many as ``images``. A bool array is a painted
+        mask whose connected components are the objects.
+    time_budget : float or None, default 120.0
+        Seconds of training. Training ends after ``time_budget`` seconds or ``steps`` steps,
+        whichever comes first; at least one of the two must be given.
+    steps : int or None, default None
+        Number of optimisation steps (None: as many as ``time_budget`` allows).
+    ignore_label : int or None, default None
+        A label value that means "not annotated": those pixels are never learned, not even as
+        background.
+    axes : str or None, default None
+        The images' axes in the letters TZCYX (e.g. ``"ZYX"``); None guesses them from the shape.
+    channel : int or None, default None
+        Which image channel a one-channel model trains on (needed when the images have several);
+        leave None for a model that takes all channels.
+    reviewed : bool, array-like or None, default None
+        The pixels the user has checked (a bool mask of the labels' shape, or one (Y, X) plane
+        for every slice); only those count. ``True`` means all of them.
+    slices : sequence or None, default None
+        On a stack, the slices / frames that were edited or reviewed (an index, or (t, z) pairs
+        when the image has both T and Z); only those are trained on.
+    lr : float or None, default None
+        Peak learning rate; None keeps the one of ``config``.
+    holdout : float, default 0.2
+        Fraction of the annotation held back to score the model (0: nothing held back, no score).
+    device : str, default "auto"
+        ``"auto"`` picks CUDA, then Apple MPS, then the CPU; ``"cpu"``, ``"cuda"`` or ``"mps"``
+        must exist.
+    seed : int, default 0
+        Seed of the crops and augmentations drawn.
+    config : TrainConfig or None, default None
+        The training recipe; None uses ``FINETUNE_DEFAULTS``. ``time_budget``, ``steps``,
+        ``seed`` and ``lr`` above replace its own.
+    progress : callable or None, default None
+        Called with every :class:`FinetuneStep` (loss, learning rate, held-out score...).
+    stop : callable, default ``lambda: False``
+        Asked before every step; training ends (keeping the best weights) once it returns true.
+
+    Returns
+    -------
+    Model
+        A new model: the best weights by held-out loss and a card that records the parent, the
+        data, the steps, the time and the before/after held-out scores.
+
+    Raises
+    ------
+    ValueError
+        Unequal numbers of images and labels, a model that is not a 3-class model, an unknown or
+        missing ``device``, or neither ``time_budget`` nor ``steps``.
+    napari_unet.training.annotations.AnnotationError
+        Labels that cannot be trained on as given (shape, type, selection).
+    napari_unet.training.sample.NoAnnotationError
+        No annotated pixels in any image.
+    napari_unet.common.axes.AxesError
+        ``axes`` that do not fit the image, a shape whose axes cannot be guessed, or a
+        ``channel`` that does not exist or is not wanted.
+    napari_unet.engine.normalize.BadImageError
+        An image that is empty, not numeric, holds NaN/inf, or has a channel count the model does
+        not take.
+    napari_unet.models.model_file.ModelFileError
+        ``model`` names a model that does not exist or cannot be read.
+
+    Examples
+    --------
+    >>> import napari_unet
+    >>> model = napari_unet.finetune(None, image, corrected, axes="YX", time_budget=60)  # doctest: +SKIP
+    >>> model.card["metrics"]["heldout_f1_after"]  # doctest: +SKIP
+    >>> napari_unet.segment(other_image, model=model, axes="YX")  # doctest: +SKIP
+    """
+    base = load_model(model)
+    imgs, labs = _as_list(images), _as_list(labels)
+    if len(imgs) != len(labs):
+        raise ValueError(f"{len(imgs)} image(s) but {len(labs)} label image(s)")
+    samples: list[Sample] = []
+    for i, (img, lab) in enumerate(zip(imgs, labs, strict=True)):
+        samples += samples_from_arrays(
+            img,
+            lab,
+            base,
+            axes=axes,
+            channel=channel,
+            ignore_label=ignore_label,
+            reviewed=reviewed,
+            slices=slices,
+            source=f"image {i}",
+        )
+    cfg = config or FINETUNE_DEFAULTS
+    cfg = replace(cfg, time_budget=time_budget, steps=steps, seed=seed, lr=lr if lr is not None else cfg.lr)
+    return drain(iter_finetune(base, samples, cfg, stop=stop, device=device, holdout=holdout), progress)
