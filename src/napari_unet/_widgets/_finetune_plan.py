@@ -23,7 +23,7 @@ import numpy as np
 
 from napari_unet.common.generators import drain
 
-from ._plan import plane_hash
+from ._plan import one_line, plane_hash
 
 Plane = tuple[int, ...]  # index over the labels' leading (T / Z) axes; () for a 2D image
 
@@ -33,12 +33,7 @@ PREVIEW_EVERY = 3.0  # s between the end of one preview and the start of the nex
 
 class FinetuneJobError(Exception):
     """A failure inside the worker, as one line (superqt swallows ``RuntimeError``; see
-    ``segment_widget.SegmentJobError``)."""
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    ``_segment_run.SegmentJobError``)."""
 
 
 # --------------------------------------------------------------------------- planes
