@@ -12,9 +12,9 @@ from typing import Any
 from napari.layers import Labels, Shapes
 from qtpy.QtWidgets import QComboBox, QWidget
 
-from . import _finetune_plan as fp
 from . import _plan
 from ._choosers import fill_layer_combo
+from ._regions import Regions, affine_between, regions_mask
 
 NO_REGIONS = "(whole planes)"
 
@@ -78,13 +78,13 @@ class AnnotationPicker:
     def regions_name(self) -> str:
         return self.regions_combo.currentText()
 
-    def regions(self, labels: Labels) -> fp.Regions | None:
+    def regions(self, labels: Labels) -> Regions | None:
         """The reviewed regions in the labels' pixels; None when no Shapes layer is chosen."""
         shapes = self.selected_regions()
         if shapes is None:
             return None
-        to_labels = fp.affine_between(shapes.scale, shapes.translate, labels.scale, labels.translate)
-        return fp.regions_mask(
+        to_labels = affine_between(shapes.scale, shapes.translate, labels.scale, labels.translate)
+        return regions_mask(
             list(shapes.data), list(shapes.shape_type), to_labels, labels.data.shape, shapes.ndim
         )
 
