@@ -124,7 +124,7 @@ class SegmentWidget(QWidget):
         self._update_enabled()
 
     def _on_axes_changed(self) -> None:
-        """ "current slice" and "whole stack" only differ for a stack."""
+        """The scope row only shows for a stack ("current slice" and "whole stack" differ there)."""
         axes, shape = self.picker.typed_axes(), self.picker.shape()
         self.params.scope.visible = _plan.has_stack_axes(axes) if len(axes) == len(shape) else False
 
