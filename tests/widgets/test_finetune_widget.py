@@ -518,3 +518,34 @@ def test_used_frames_keeps_everything_without_a_time_axis() -> None:
     image, _labels, slices, reviewed, frames = used_frames(tz, tz, "TZYX", [(2, 1), (0, 0)], tz > 0)
     assert image.shape == (2, 2, 8, 8) and frames == [0, 2] and slices == [(1, 1), (0, 0)]
     assert reviewed.shape == (2, 2, 8, 8)
+
+
+def test_request_refusals_say_why_without_a_display() -> None:
+    from types import SimpleNamespace
+
+    from napari_unet._widgets._finetune_request import Refusal, TrainingParams, build_request
+
+    def layer(data: np.ndarray, name: str) -> SimpleNamespace:
+        return SimpleNamespace(data=data, name=name, multiscale=False)
+
+    params = TrainingParams(time_budget=1.0, steps=None, lr=1e-3, ignore_label=None)
+    image, labels = layer(np.zeros((3, 8, 8)), "img"), layer(np.zeros((3, 8, 8), np.uint16), "lab")
+
+    def request(img, lab, axes: str = "ZYX", written=None):
+        return build_request(img, lab, axes, 0, params, lambda _: None, "", list, written, lambda: 1)
+
+    with pytest.raises(Refusal, match="choose an image"):
+        request(image, None)
+    with pytest.raises(Refusal, match="repeat a letter") as bad:
+        request(image, labels, "ZZX")
+    assert bad.value.error
+    with pytest.raises(Refusal, match="needs"):
+        request(image, layer(np.zeros((3, 4, 4), np.uint16), "small"))
+    with pytest.raises(Refusal, match="no edited plane"):
+        request(image, labels, written={})
+    from napari_unet._widgets import _plan
+
+    flat = np.zeros((8, 8), np.uint16)
+    written = _plan.remember(None, _plan.fingerprint(flat))
+    with pytest.raises(Refusal, match="exactly what Segment wrote"):
+        request(layer(np.zeros((8, 8)), "img"), layer(flat, "lab"), "YX", written)

@@ -31,6 +31,15 @@ def test_layer_axes_prefers_hint_then_labels() -> None:
     assert _plan.layer_axes((64, 64, 3), True, ("y", "x"), None) == "YXC"
 
 
+def test_channel_row_loose_for_segment_strict_for_finetune() -> None:
+    assert _plan.channel_axis("cyx", (3, 8, 8), strict=False) == 0
+    assert _plan.channel_axis("YXS", (8, 8, 3), strict=True) == 2
+    assert _plan.channel_axis("ZYX", (3, 8, 8), strict=False) is None
+    assert _plan.channel_axis("CYX", (8, 8), strict=False) is None, "one letter per dimension"
+    assert _plan.channel_axis("CCX", (3, 8, 8), strict=False) == 0, "Segment does not validate"
+    assert _plan.channel_axis("CCX", (3, 8, 8), strict=True) is None, "Fine-tune does"
+
+
 def test_plan_current_slice_fixes_stack_axes_only() -> None:
     plan = _plan.plan_segmentation((5, 2, 24, 64, 64), "TCZYX", SCOPE_SLICE, (3.2, 1, 10.7, 5, 5))
     assert plan.source == (3, slice(None), 11, slice(None), slice(None))
