@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
+from qtpy.QtWidgets import QFormLayout, QLabel
 
 from ._finetune_request import TrainingParams
 
@@ -51,6 +52,21 @@ def form(widgets: Sequence[Any]) -> Container:
     container = Container(widgets=list(widgets), labels=True)
     container.margins = (0, 0, 0, 0)
     return container
+
+
+def align_labels(form: QFormLayout, params: Container) -> None:
+    """One label column for a dock: its Qt form's labels and its magicgui form's labels all
+    get the widest one's width (each form would otherwise size its own column)."""
+    labels = [
+        item.widget()
+        for row in range(form.rowCount())
+        if (item := form.itemAt(row, QFormLayout.ItemRole.LabelRole)) is not None
+        and isinstance(item.widget(), QLabel)
+    ]
+    labels += params.native.findChildren(QLabel)
+    widest = max((label.sizeHint().width() for label in labels), default=0)
+    for label in labels:
+        label.setMinimumWidth(widest)
 
 
 class SegmentParams:

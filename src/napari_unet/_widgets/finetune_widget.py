@@ -30,7 +30,7 @@ from ._close_guard import CloseGuard
 from ._finetune_request import Refusal, build_request
 from ._image_picker import ImagePicker
 from ._model_state import model_state
-from ._params import FinetuneParams
+from ._params import FinetuneParams, align_labels
 from ._planes_panel import PlanesPanel
 from ._preview import PreviewLayer
 from ._result_actions import ResultActions
@@ -129,6 +129,7 @@ class FinetuneWidget(QWidget):
         outer.addWidget(self.status_label)
         outer.addWidget(self.result)
         outer.addStretch(1)
+        align_labels(self.picker.form, self.params.form)
 
         self.finetune_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)

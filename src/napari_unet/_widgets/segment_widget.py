@@ -25,7 +25,7 @@ from ._image_picker import ImagePicker
 from ._labels_writer import LabelsWriter
 from ._model_picker import ModelPicker
 from ._model_state import model_state
-from ._params import SegmentParams
+from ._params import SegmentParams, align_labels
 from ._plan import one_line
 from ._segment_run import JobResult, RunState, SegmentJob, segment_job, segment_lazy_job, with_anisotropy
 
@@ -81,6 +81,7 @@ class SegmentWidget(QWidget):
         outer.addWidget(self.status_label)
         outer.addStretch(1)
         self._close_guard = CloseGuard(self, stop_when_undocked=False)
+        align_labels(self.picker.form, self.params.form)
 
         self.segment_button.clicked.connect(self.segment)
         self.stop_button.clicked.connect(self.stop)
