@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     viewer = napari.Viewer(show=True)
     _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
     _, ft = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
-    if args.model and not seg.load_model_file(args.model):
+    if args.model and not seg.models.load_model_file(args.model):
         print(f"cannot load {args.model}")
         return 2
     viewer.open_sample("napari-unet", "nuclei_2d")
@@ -56,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
     timed = spans.timed
 
     ft._on_yielded = timed("step handler", ft._on_yielded)
-    ft._redraw = timed("throttled redraw (status, bar, plot data)", ft._redraw)
-    ft._tick.timeout.disconnect()
-    ft._tick.timeout.connect(lambda: ft._redraw())
-    ft._show_preview = timed("write preview into its layer", ft._show_preview)
+    ft.progress._redraw = timed("throttled redraw (status, bar, plot data)", ft.progress._redraw)
+    ft.progress._tick.timeout.disconnect()
+    ft.progress._tick.timeout.connect(lambda: ft.progress._redraw())
+    ft.preview.show = timed("write preview into its layer", ft.preview.show)
     ft.loss_plot.paintEvent = timed("loss plot paint", ft.loss_plot.paintEvent)
     ft._on_returned = timed("result handler (select model, status)", ft._on_returned)
     ft.start = timed("start (copy layers, start worker)", ft.start)
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     # a user paints corrections before clicking: by then the widget's background warm-up (torch's
     # optimiser imports) is over. Click 1 s after it is done; its own stall is reported apart.
-    from napari_unet._widgets.finetune_widget import WARM_DONE
+    from napari_unet._widgets._warm_up import WARM_DONE
 
     def click_when_warm() -> None:
         if not WARM_DONE.is_set():
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     # time; "while training" starts when the click handler has returned
     response = delays(click_t, marks["started"] + 0.05)
     busy = delays(marks["started"], fin_t + 0.25)
-    card = ft._result.card if ft._result is not None else {}
+    card = ft.result.model.card if ft.result.model is not None else {}
     info = card.get("finetune") or {}
     steps = int(info.get("steps", 0))
     print(f"machine: {machine()}")
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"fine-tune: {fin_t - click_t:.1f} s wall, {steps} steps in {info.get('seconds', 0)} s "
         f"({steps / max(float(info.get('seconds', 1)), 1e-9):.2f} steps/s incl. scoring, previews), "
-        f"{ft.previews_shown} previews, {ft.loss_plot.draws} plot redraws"
+        f"{ft.preview.shown} previews, {ft.loss_plot.draws} plot redraws"
     )
     print(f"status: {ft.status_label.text()}")
     print(
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     p99 = d[min(len(d) - 1, int(0.99 * len(d)))] if d else 0.0
     print(
         f"RESULT max delay {d[-1] if d else 0:.1f} ms, p99 {p99:.1f} ms, "
-        f"{steps / max(float(info.get('seconds', 1)), 1e-9):.2f} steps/s, {ft.previews_shown} previews "
+        f"{steps / max(float(info.get('seconds', 1)), 1e-9):.2f} steps/s, {ft.preview.shown} previews "
         f"({'meets' if d and d[-1] < 50 else 'misses'} the 50 ms target)"
     )
     viewer.close()

@@ -150,7 +150,7 @@ def run_gui(args: argparse.Namespace) -> int:
     viewer = napari.Viewer(show=True)
     viewer.add_image(sample.image, name="bench")
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
-    if args.model and not widget.load_model_file(args.model):
+    if args.model and not widget.models.load_model_file(args.model):
         print(f"cannot load {args.model}")
         return 2
     try:
@@ -162,10 +162,11 @@ def run_gui(args: argparse.Namespace) -> int:
         print(f"bundled model unusable ({exc}); timing an untrained base-16 depth-4 U-Net instead")
         path = Path(os.environ.get("TMPDIR", "/tmp")) / "napari_unet_bench_model.pt"
         Model(UNet(UNetConfig(base=16, depth=4)), card={"name": "untrained"}).save(path)
-        widget.load_model_file(path)
+        widget.models.load_model_file(path)
         model = widget.selected_model()
     print(
-        f"model {model.name}: base {model.config.base}, depth {model.config.depth}; {widget.predict_config()}"
+        f"model {model.name}: base {model.config.base}, depth {model.config.depth}; "
+        f"{widget.params.predict_config()}"
     )
 
     # record when the widget's main-thread handlers run

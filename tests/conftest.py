@@ -57,13 +57,12 @@ def tiny_model_path(model_dir: Path) -> Path:
 @pytest.fixture
 def notes(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """The dock widgets' napari notifications (Segment's and Fine-tune's), by severity."""
-    from napari_unet._widgets import finetune_widget, segment_widget
+    from napari_unet._widgets import _notify
 
     got: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
-    for module in (finetune_widget, segment_widget):
-        monkeypatch.setattr(module, "show_error", got["error"].append)
-        monkeypatch.setattr(module, "show_warning", got["warning"].append)
-        monkeypatch.setattr(module, "show_info", got["info"].append)
+    monkeypatch.setattr(_notify, "show_error", got["error"].append)
+    monkeypatch.setattr(_notify, "show_warning", got["warning"].append)
+    monkeypatch.setattr(_notify, "show_info", got["info"].append)
     return got
 
 

@@ -54,7 +54,7 @@ def viewer_widget(make_napari_viewer, tiny_model_path: Path, qtbot):
     viewer = make_napari_viewer()
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment")
-    widget._select_model_at(widget.model_combo.findData(str(tiny_model_path)))
+    widget.models._select_model_at(widget.model_combo.findData(str(tiny_model_path)))
     yield viewer, widget
     if widget.worker is not None:
         with qtbot.waitSignal(widget.run_finished, timeout=WAIT_MS):
@@ -86,7 +86,7 @@ def test_whole_lazy_stack_goes_to_a_zarr_store(viewer_widget, qtbot, tmp_path, m
     assert len(stores) == 1 and not list(tmp_path.glob(".*"))  # finished: no temp store left
     from napari_unet.engine.predict import segment
 
-    mem = segment(image, model=widget.selected_model(), axes="ZYX", config=widget.predict_config())
+    mem = segment(image, model=widget.selected_model(), axes="ZYX", config=widget.params.predict_config())
     assert np.array_equal(np.asarray(labels.data[:]) > 0, mem > 0)
     assert "objects" in widget.status_label.text()
     saved = tmp_path / "saved"

@@ -230,7 +230,9 @@ def test_finetune_stop_saves_a_version_that_segment_selects(docked, qtbot, notes
     ft.lr_spin.setValue(0.002)
     ft.finetune_button.click()
     assert ft.worker is not None and not ft.finetune_button.isEnabled() and ft.stop_button.isEnabled()
-    qtbot.waitUntil(lambda: ft._latest is not None and ft._latest.step >= 3, timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: ft.progress._latest is not None and ft.progress._latest.step >= 3, timeout=WAIT_MS
+    )
     with qtbot.waitSignal(ft.run_finished, timeout=WAIT_MS):
         ft.stop_button.click()
     assert notes["error"] == [], notes
@@ -241,7 +243,7 @@ def test_finetune_stop_saves_a_version_that_segment_selects(docked, qtbot, notes
     assert seg.model_combo.currentData() == str(saved[0]), "Segment now uses the new version"
     assert seg.model_combo.findData(str(saved[0])) >= 0
     assert ft.model_label.text() == saved[0].stem
-    card = ft._result.card
+    card = ft.result.model.card
     assert card["finetune"]["stopped_early"] and card["finetune"]["lr"] == 0.002
     assert card["parent"]["name"] == "tiny"
     assert "held-out F1" in ft.status_label.text() and saved[0].stem in ft.status_label.text()
@@ -293,34 +295,34 @@ def test_edited_planes_of_a_stack_are_tracked_and_used(docked, qtbot, notes) -> 
     seg.scope_combo.setCurrentText("whole stack")
     _segment(qtbot, seg)
     labels = viewer.layers["stack labels"]
-    assert ft.planes_list.isVisibleTo(ft) and ft.used_planes() == []
+    assert ft.planes_list.isVisibleTo(ft) and ft.planes.used_planes() == []
 
     labels.paint((2, 30, 30), 9)
     qtbot.wait(10)
-    assert ft.used_planes() == [(2,)]
+    assert ft.planes.used_planes() == [(2,)]
     assert [ft.planes_list.item(i).text() for i in range(ft.planes_list.count())] == ["z=2"]
 
     # Segment re-running one slice writes through data_setitem (a paint event): not an edit
     seg.scope_combo.setCurrentText("current slice")
     viewer.dims.set_current_step(0, 1)
     _segment(qtbot, seg)
-    assert ft.used_planes() == [(2,)]
+    assert ft.planes.used_planes() == [(2,)]
 
     viewer.dims.set_current_step(0, 4)
-    ft.add_current_plane()
-    assert ft.used_planes() == [(2,), (4,)]
+    ft.planes.add_current_plane()
+    assert ft.planes.used_planes() == [(2,), (4,)]
     ft.planes_list.item(0).setSelected(True)
-    ft.remove_selected_planes()
-    assert ft.used_planes() == [(4,)]
+    ft.planes.remove_selected_planes()
+    assert ft.planes.used_planes() == [(4,)]
     labels.paint((0, 30, 30), 9)
-    ft.used_planes()
+    ft.planes.used_planes()
     ft.planes_list.item(0).setCheckState(ft.planes_list.item(0).checkState().__class__.Unchecked)
-    assert ft.used_planes() == [(4,)], "an unticked plane is not used"
+    assert ft.planes.used_planes() == [(4,)], "an unticked plane is not used"
 
     labels.data[4] = truth[4]  # a random tiny net's output is one blob: give plane 4 real objects
     _finetune(qtbot, ft)
     assert notes["error"] == [], notes
-    assert ft._result.card["finetune"]["planes_used"] == ["stack z=4"]
+    assert ft.result.model.card["finetune"]["planes_used"] == ["stack z=4"]
 
 
 def test_shapes_layer_restricts_training_to_reviewed_regions(docked, qtbot, notes) -> None:
@@ -338,7 +340,7 @@ def test_shapes_layer_restricts_training_to_reviewed_regions(docked, qtbot, note
     ft.regions_combo.setCurrentIndex(ft.regions_combo.findText("reviewed"))
     _finetune(qtbot, ft)
     assert len(notes["error"]) == 1, notes
-    px = ft._result.card["finetune"]["annotated_pixels"]
+    px = ft.result.model.card["finetune"]["annotated_pixels"]
     assert 2300 <= px <= 2600, f"only the rectangle (about 40 x 60 px) counts, not {px}"
 
 
@@ -353,7 +355,7 @@ def test_ignore_label_marks_unannotated_pixels(docked, qtbot, notes) -> None:
     ft.ignore_spin.setValue(999)
     _finetune(qtbot, ft)
     assert notes["error"] == [], notes
-    assert ft._result.card["finetune"]["annotated_pixels"] == 128 * 64
+    assert ft.result.model.card["finetune"]["annotated_pixels"] == 128 * 64
 
 
 def test_an_error_in_the_worker_leaves_the_widget_usable(docked, qtbot, notes, monkeypatch) -> None:
@@ -377,7 +379,7 @@ def test_an_error_in_the_worker_leaves_the_widget_usable(docked, qtbot, notes, m
     assert ft.model_state.load().config.base == 4, "the current model still loads"
     monkeypatch.setattr(train, "iter_finetune", real)
     _finetune(qtbot, ft)
-    assert len(notes["error"]) == 1 and ft.model_state.path != ft._result.source
+    assert len(notes["error"]) == 1 and ft.model_state.path != ft.result.model.source
 
 
 def test_save_failure_keeps_the_model_to_save_again_or_export(
@@ -396,10 +398,10 @@ def test_save_failure_keeps_the_model_to_save_again_or_export(
     assert len(notes["error"]) == 1 and "not saved" in notes["error"][0]
     assert ft.save_again_button.isVisibleTo(ft) and ft.export_button.isEnabled()
     assert ft.model_state.path.endswith("tiny.pt")
-    out = ft.export_result(tmp_path / "mine.pt")
+    out = ft.result.export_result(tmp_path / "mine.pt")
     assert Model.load(out).card["finetune"]["steps"] == 2
     monkeypatch.setenv("NAPARI_UNET_MODEL_DIR", str(model_dir))
-    assert ft.save_result()
+    assert ft.result.save_result()
     assert ft.model_state.path.startswith(str(model_dir)) and not ft.save_again_button.isVisibleTo(ft)
 
 
@@ -410,12 +412,12 @@ def test_preview_layer_shows_the_training_model(docked, qtbot, notes, monkeypatc
     viewer.add_image(stack, name="stack")
     viewer.add_labels(truth, name="stack labels")
     viewer.dims.set_current_step(0, 1)
-    ft.add_current_plane()
+    ft.planes.add_current_plane()
     active = viewer.layers.selection.active
     _finetune(qtbot, ft, steps=3)
     assert notes["error"] == [], notes
     preview = viewer.layers["stack preview"]
-    assert ft.previews_shown >= 2 and preview.data.shape == (3, 96, 96)
+    assert ft.preview.shown >= 2 and preview.data.shape == (3, 96, 96)
     assert viewer.layers.selection.active is active, "the user's active layer is kept"
     assert not preview.data[0].any() and not preview.data[2].any()
     assert [ft.labels_combo.itemText(i) for i in range(ft.labels_combo.count())] == ["stack labels"]
@@ -436,7 +438,7 @@ def test_closing_the_viewer_during_training_ends_the_run(
     ft.budget_spin.setValue(600)
     ft.finetune_button.click()
     done = ft.done
-    qtbot.waitUntil(lambda: ft._latest is not None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: ft.progress._latest is not None, timeout=WAIT_MS)
     viewer.close()
     qtbot.waitUntil(done.is_set, timeout=WAIT_MS)  # the job's clean-up ran (torch threads restored)
     from qtpy.QtCore import QThreadPool
@@ -451,10 +453,10 @@ def test_removing_the_dock_during_training_stops_it(docked, qtbot) -> None:
     viewer.add_labels(truth, name="cells labels")
     ft.budget_spin.setValue(600)
     ft.finetune_button.click()
-    qtbot.waitUntil(lambda: ft._latest is not None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: ft.progress._latest is not None, timeout=WAIT_MS)
     with qtbot.waitSignal(ft.run_finished, timeout=WAIT_MS):
         viewer.window.remove_dock_widget(ft)
-    assert ft.done.is_set() and ft._result is not None
+    assert ft.done.is_set() and ft.result.model is not None
 
 
 def test_full_collections_are_deferred_while_runs_overlap() -> None:
@@ -503,7 +505,7 @@ def test_a_lazy_time_lapse_is_copied_only_at_its_edited_frames(docked, qtbot, no
     assert notes["error"] == [], notes
     (request,) = seen
     assert request.image.shape == (1, 96, 96) and request.frames == [3] and request.slices == [0]
-    assert ft._result.card["finetune"]["planes_used"] == ["movie t=3"]
+    assert ft.result.model.card["finetune"]["planes_used"] == ["movie t=3"]
 
 
 def test_used_frames_keeps_everything_without_a_time_axis() -> None:
@@ -516,3 +518,34 @@ def test_used_frames_keeps_everything_without_a_time_axis() -> None:
     image, _labels, slices, reviewed, frames = used_frames(tz, tz, "TZYX", [(2, 1), (0, 0)], tz > 0)
     assert image.shape == (2, 2, 8, 8) and frames == [0, 2] and slices == [(1, 1), (0, 0)]
     assert reviewed.shape == (2, 2, 8, 8)
+
+
+def test_request_refusals_say_why_without_a_display() -> None:
+    from types import SimpleNamespace
+
+    from napari_unet._widgets._finetune_request import Refusal, TrainingParams, build_request
+
+    def layer(data: np.ndarray, name: str) -> SimpleNamespace:
+        return SimpleNamespace(data=data, name=name, multiscale=False)
+
+    params = TrainingParams(time_budget=1.0, steps=None, lr=1e-3, ignore_label=None)
+    image, labels = layer(np.zeros((3, 8, 8)), "img"), layer(np.zeros((3, 8, 8), np.uint16), "lab")
+
+    def request(img, lab, axes: str = "ZYX", written=None):
+        return build_request(img, lab, axes, 0, params, lambda _: None, "", list, written, lambda: 1)
+
+    with pytest.raises(Refusal, match="choose an image"):
+        request(image, None)
+    with pytest.raises(Refusal, match="repeat a letter") as bad:
+        request(image, labels, "ZZX")
+    assert bad.value.error
+    with pytest.raises(Refusal, match="needs"):
+        request(image, layer(np.zeros((3, 4, 4), np.uint16), "small"))
+    with pytest.raises(Refusal, match="no edited plane"):
+        request(image, labels, written={})
+    from napari_unet._widgets import _plan
+
+    flat = np.zeros((8, 8), np.uint16)
+    written = _plan.remember(None, _plan.fingerprint(flat))
+    with pytest.raises(Refusal, match="exactly what Segment wrote"):
+        request(layer(np.zeros((8, 8)), "img"), layer(flat, "lab"), "YX", written)

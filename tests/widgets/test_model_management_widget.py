@@ -25,28 +25,28 @@ def test_import_export_delete_and_roll_back(widget, tiny_model_path: Path, tmp_p
     from napari_unet.models.registry import list_models
 
     tiny_model_path.rename(tmp_path / "shared.pt")  # a file from a colleague, not yet a saved model
-    widget._refresh_models()
-    assert widget.import_model_file(tmp_path / "shared.pt")
+    widget.models._refresh_models()
+    assert widget.models.import_model_file(tmp_path / "shared.pt")
     assert widget.model_combo.currentText() == "shared"
     assert widget.model_state.path == str(widget.model_combo.currentData())
     assert any(i.name == "shared" for i in list_models())
 
-    out = widget.export_selected(tmp_path / "copy.pt")
+    out = widget.models.export_selected(tmp_path / "copy.pt")
     assert out is not None and out.is_file()
 
-    assert widget.delete_selected(confirm=False)
+    assert widget.models.delete_selected(confirm=False)
     assert "shared" not in _names(widget)
-    assert widget._model_index == 0 and widget.model_combo.currentText() == "nuclei (bundled)"
+    assert widget.models._model_index == 0 and widget.model_combo.currentText() == "nuclei (bundled)"
     assert widget.model_state.path == str(widget.model_combo.itemData(0))
     assert not notes["error"]
 
 
 def test_the_bundled_model_cannot_be_deleted(widget, notes) -> None:
-    widget.use_bundled()
-    assert not widget.delete_selected(confirm=False)
+    widget.models.use_bundled()
+    assert not widget.models.delete_selected(confirm=False)
     assert notes["warning"] and "only saved versions" in notes["warning"][0]
-    widget._update_model_actions()
-    assert not widget.delete_action.isEnabled()
+    widget.models._update_model_actions()
+    assert not widget.models.delete_action.isEnabled()
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch, about our hand-made pickle
@@ -59,7 +59,7 @@ def test_importing_a_malicious_file_is_refused(widget, tmp_path: Path, notes) ->
 
     bad = tmp_path / "evil.pt"
     bad.write_bytes(pickle.dumps({"weights": Boom()}))
-    assert not widget.import_model_file(bad)
+    assert not widget.models.import_model_file(bad)
     assert notes["error"] and notes["error"][0].count("\n") == 0 and "evil.pt" in notes["error"][0]
     assert not Path("pwned").exists()
     assert _names(widget)[0] == "nuclei (bundled)" and len(_names(widget)) == 2  # + "Load from file..."

@@ -31,6 +31,15 @@ def test_layer_axes_prefers_hint_then_labels() -> None:
     assert _plan.layer_axes((64, 64, 3), True, ("y", "x"), None) == "YXC"
 
 
+def test_channel_row_loose_for_segment_strict_for_finetune() -> None:
+    assert _plan.channel_axis("cyx", (3, 8, 8), strict=False) == 0
+    assert _plan.channel_axis("YXS", (8, 8, 3), strict=True) == 2
+    assert _plan.channel_axis("ZYX", (3, 8, 8), strict=False) is None
+    assert _plan.channel_axis("CYX", (8, 8), strict=False) is None, "one letter per dimension"
+    assert _plan.channel_axis("CCX", (3, 8, 8), strict=False) == 0, "Segment does not validate"
+    assert _plan.channel_axis("CCX", (3, 8, 8), strict=True) is None, "Fine-tune does"
+
+
 def test_plan_current_slice_fixes_stack_axes_only() -> None:
     plan = _plan.plan_segmentation((5, 2, 24, 64, 64), "TCZYX", SCOPE_SLICE, (3.2, 1, 10.7, 5, 5))
     assert plan.source == (3, slice(None), 11, slice(None), slice(None))
@@ -126,7 +135,7 @@ def viewer_widget(make_napari_viewer, tiny_model_path: Path, qtbot):
     viewer.window.add_dock_widget(widget, name="Segment")
     index = widget.model_combo.findData(str(tiny_model_path))
     assert index >= 0, "the saved tiny model is listed"
-    widget._select_model_at(index)
+    widget.models._select_model_at(index)
     yield viewer, widget
     if widget.worker is not None:  # never leave a thread running into the next test
         with qtbot.waitSignal(widget.run_finished, timeout=WAIT_MS):
@@ -191,14 +200,14 @@ def test_segment_2d_writes_labels_with_the_image_scale(viewer_widget, qtbot) -> 
 
 def test_diameter_spin_sets_the_predict_config(viewer_widget, qtbot) -> None:
     viewer, widget = viewer_widget
-    assert widget.diameter_spin.value() == 0 and widget.predict_config().diameter is None
+    assert widget.diameter_spin.value() == 0 and widget.params.predict_config().diameter is None
     widget.diameter_spin.setValue(40)
-    assert widget.predict_config().diameter == pytest.approx(40)
+    assert widget.params.predict_config().diameter == pytest.approx(40)
     viewer.add_image(_blobs((96, 112)), name="cells")
     _run(qtbot, widget)
     assert viewer.layers["cells labels"].data.shape == (96, 112), "labels keep the image's size"
     widget.diameter_spin.setValue(0)
-    assert widget.predict_config().diameter is None
+    assert widget.params.predict_config().diameter is None
 
 
 def test_rerun_updates_in_place_with_one_undo_step(viewer_widget, qtbot) -> None:
@@ -339,9 +348,9 @@ def test_bad_model_file_is_an_error_not_a_crash(viewer_widget, qtbot, notes, tmp
     viewer, widget = viewer_widget
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"this is not a model")
-    monkeypatch.setattr(widget, "_ask_model_file", lambda: str(bad))
+    monkeypatch.setattr(widget.models, "_ask_model_file", lambda: str(bad))
     before = widget.model_combo.currentText()
-    widget._on_model_activated(widget.model_combo.count() - 1)  # the "Load from file..." item
+    widget.models._on_model_activated(widget.model_combo.count() - 1)  # the "Load from file..." item
     assert len(notes["error"]) == 1 and "broken.pt" in notes["error"][0]
     assert widget.model_combo.currentText() == before, "the chooser stays on a usable model"
     viewer.add_image(_blobs((64, 64)), name="cells")
@@ -356,8 +365,8 @@ def test_load_a_good_model_file(viewer_widget, tmp_path, tiny_model_path, monkey
     other = tmp_path / "elsewhere" / "mine.pt"
     other.parent.mkdir()
     shutil.copy(tiny_model_path, other)
-    monkeypatch.setattr(widget, "_ask_model_file", lambda: str(other))
-    widget._on_model_activated(widget.model_combo.count() - 1)
+    monkeypatch.setattr(widget.models, "_ask_model_file", lambda: str(other))
+    widget.models._on_model_activated(widget.model_combo.count() - 1)
     assert widget.model_combo.currentData() == str(other)
     assert "mine.pt" in widget.model_combo.currentText()
     assert widget.selected_model().name == "tiny"

@@ -1,7 +1,13 @@
 """Qt widgets and worker glue for napari. Nothing in the core imports this package.
 
-The package itself imports no Qt, so the pure decision helpers in :mod:`._plan` can be
-tested without a display; ``SegmentWidget`` and ``FinetuneWidget`` are loaded on first use.
+The package itself imports no Qt, so the pure decision helpers in :mod:`._plan`,
+:mod:`._finetune_plan` and :mod:`._finetune_request` can be tested without a display;
+``SegmentWidget`` and ``FinetuneWidget`` are loaded on first use.
+
+Each dock is a short composition of parts with one job each: the image picker (both docks),
+the model picker (Segment), the magicgui parameter forms (:mod:`._params`), the labels writer
+(Segment), the annotation picker, planes panel, run progress, preview layer and result
+actions (Fine-tune), and the close guard (both).
 """
 
 from __future__ import annotations

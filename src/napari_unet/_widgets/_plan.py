@@ -45,6 +45,12 @@ def axes_from_labels(axis_labels: Sequence[str] | None, ndim: int) -> str | None
     return out if len(set(out)) == len(out) else None
 
 
+def one_line(exc: BaseException) -> str:
+    """An error as the one line shown in a notification and a status line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def full_resolution(layer: Any) -> Any:
     """A layer's data at full resolution (level 0 of a multiscale layer), never loaded."""
     return layer.data[0] if layer.multiscale else layer.data
@@ -86,6 +92,25 @@ def labels_shape(shape: Sequence[int], axes: str) -> tuple[int, ...]:
 def drop_channel(values: Sequence[float], axes: str) -> tuple[float, ...]:
     """Per-axis values (scale, translate) of an image -> those of its labels."""
     return tuple(float(v) for v, a in zip(values, axes, strict=True) if a != "C")
+
+
+def channel_axis(typed: str, shape: Sequence[int], strict: bool) -> int | None:
+    """The axis the channel chooser picks from, or None to hide the chooser.
+
+    Segment (``strict=False``) offers it once the typed axes have a C and one letter per
+    dimension; Fine-tune (``strict=True``) only once they pass ``validate_axes``.
+    """
+    from napari_unet.common.axes import AxesError, validate_axes
+
+    axes = typed.strip().upper().replace("S", "C")
+    if strict:
+        try:
+            axes = validate_axes(typed.strip().upper(), tuple(shape))
+        except AxesError:
+            return None
+    elif len(axes) != len(shape):
+        return None
+    return axes.index("C") if "C" in axes else None
 
 
 def has_stack_axes(axes: str) -> bool:

@@ -1,0 +1,125 @@
+"""What becomes of a fine-tuned model: saved as a new version and selected in Segment, or,
+when saving failed (a full disk, an unwritable folder), kept for Save again / Export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
+
+from . import _dialogs, _notify
+from . import _finetune_plan as fp
+
+if TYPE_CHECKING:
+    from napari_unet.models.model_file import Model
+
+    from ._model_state import ModelState
+
+
+class ResultActions(QWidget):
+    """The last fine-tuned model and the buttons for it: Segment again, Save again, Export."""
+
+    def __init__(self, state: ModelState, status: QLabel) -> None:
+        super().__init__()
+        self.model_state = state
+        self._status = status  # the dock's status line
+        self.model: Model | None = None  # the last fine-tuned model (kept when saving failed)
+        self.segment_again_button = QPushButton("Segment again")
+        self.segment_again_button.setToolTip(
+            "Segment the image with the fine-tuned model (edited labels are kept: a new layer is written)"
+        )
+        self.segment_again_button.setEnabled(False)
+        self.save_again_button = QPushButton("Save again")
+        self.export_button = QPushButton("Export...")
+        self.export_button.setToolTip("Write the last fine-tuned model to a file")
+        self.export_button.setEnabled(False)
+        self.save_again_button.setVisible(False)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.segment_again_button)
+        row.addWidget(self.save_again_button)
+        row.addWidget(self.export_button)
+        # bound methods, not lambdas: a lambda holding ``self`` keeps the viewer alive after closing
+        self.save_again_button.clicked.connect(self._on_save_again_clicked)
+        self.export_button.clicked.connect(self._on_export_clicked)
+
+    def clear(self) -> None:
+        """A new run starts: no result yet."""
+        self.model = None
+        self.segment_again_button.setEnabled(False)
+        self.save_again_button.setVisible(False)
+
+    def finished(self, outcome: fp.FinetuneOutcome) -> None:
+        """A run returned its model: say how it went, and whether it was saved."""
+        self.model = outcome.model
+        self.export_button.setEnabled(True)
+        card = outcome.model.card
+        ft = card.get("finetune") or {}
+        how = "stopped" if ft.get("stopped_early") else "done"
+        summary = (
+            f"{how}: {ft.get('steps', 0)} steps in {ft.get('seconds', 0):.0f} s; {fp.result_summary(card)}"
+        )
+        if outcome.saved is not None:
+            self._saved(outcome.saved, summary)
+        else:
+            self._save_failed(outcome.save_error or "unknown error", summary)
+
+    def _saved(self, info: Any, summary: str) -> None:
+        if self.model is not None:
+            self.model.card["name"] = info.name  # as in the saved file
+            with contextlib.suppress(OSError):
+                self.model_state.remember(str(info.path), self.model)
+        self.model_state.changed()
+        self.model_state.select(str(info.path))
+        self.segment_again_button.setEnabled(True)
+        self.save_again_button.setVisible(False)
+        self._status.setText(f"{summary}. Saved and selected in Segment as '{info.name}'.")
+        _notify.info(f"fine-tuned model saved as {info.name} ({fp.result_summary(self.model.card)})")
+
+    def _save_failed(self, error: str, summary: str) -> None:
+        _notify.error(f"fine-tuned model not saved: {error}")
+        self.save_again_button.setVisible(True)
+        self._status.setText(f"{summary}. NOT saved ({error}): Save again or Export it to a file.")
+
+    def save_result(self) -> bool:
+        """Retry saving the last fine-tuned model (after a full disk or unwritable folder)."""
+        from napari_unet.models.registry import ModelSaveError, save_version
+
+        if self.model is None:
+            return False
+        try:
+            info = save_version(self.model)
+        except (ModelSaveError, OSError, ValueError) as exc:
+            self._save_failed(fp.one_line(exc), "save failed again")
+            return False
+        self._saved(info, "saved")
+        return True
+
+    def _on_save_again_clicked(self) -> None:
+        self.save_result()
+
+    def _on_export_clicked(self) -> None:
+        self.export_result()
+
+    def _ask_export_path(self) -> str | None:
+        """The file dialog, apart so tests can replace it."""
+        name = f"{self.model.card.get('name', 'model')}.pt" if self.model is not None else "model.pt"
+        return _dialogs.ask_save_model(self, "Export the fine-tuned model", name)
+
+    def export_result(self, path: str | Path | None = None) -> Path | None:
+        """Write the last fine-tuned model to a file of the user's choice."""
+        if self.model is None:
+            return None
+        path = path or self._ask_export_path()
+        if not path:
+            return None
+        try:
+            out = self.model.save(path)
+        except OSError as exc:
+            _notify.error(f"cannot export: {exc.strerror or exc}")
+            return None
+        _notify.info(f"model written to {out}")
+        return out
