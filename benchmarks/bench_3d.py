@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from napari_unet.engine import inference, normalize, object_scale, predict
+from napari_unet.engine.config import PredictConfig
 from napari_unet.engine.metrics import Matching, match
 from napari_unet.engine.postprocess import instances_from_classes
-from napari_unet.engine.predict import PredictConfig, segment
+from napari_unet.engine.predict import segment
 from napari_unet.models.registry import load_model
 from napari_unet.samples.synthetic import nuclei_3d
 from napari_unet.scale.chunked import segment_chunked

@@ -71,7 +71,8 @@ def main() -> None:
     from distributed import Client, LocalCluster
 
     from napari_unet.samples.synthetic import nuclei_2d
-    from napari_unet.scale.batch import BatchOptions, run_batch
+    from napari_unet.scale.batch import run_batch
+    from napari_unet.scale.batch_types import BatchOptions
 
     print(f"machine: {_machine()}")
     print(f"torch {torch.__version__}, default torch threads {torch.get_num_threads()}")

@@ -308,9 +308,10 @@ def run_diagnose(args: argparse.Namespace) -> int:
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
+    from napari_unet.engine.config import PredictConfig
     from napari_unet.engine.normalize import percentile_bounds
     from napari_unet.engine.postprocess import PostprocessParams, instances_from_classes, remove_small
-    from napari_unet.engine.predict import PredictConfig, iter_segment
+    from napari_unet.engine.predict import iter_segment
     from napari_unet.models.registry import load_model
     from napari_unet.samples.synthetic import nuclei_2d
 
@@ -328,8 +329,8 @@ def run_diagnose(args: argparse.Namespace) -> int:
             probs["labels"] = stop.value
 
     def predict_only() -> None:
+        from napari_unet.engine.inference import iter_probabilities
         from napari_unet.engine.normalize import normalize
-        from napari_unet.engine.predict import iter_probabilities
 
         normalised = normalize(image, *model.normalization)[None]
         gen = iter_probabilities(model, normalised, PredictConfig())

@@ -31,8 +31,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from napari_unet.engine import inference, normalize, predict, setup
+from napari_unet.engine.config import PredictConfig
 from napari_unet.engine.devices import cpu_has_native_bf16
-from napari_unet.engine.predict import PredictConfig, segment
+from napari_unet.engine.predict import segment
 from napari_unet.models.model_file import Model
 from napari_unet.models.registry import bundled_model_path
 from napari_unet.models.unet import UNet, UNetConfig

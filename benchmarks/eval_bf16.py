@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_unet.engine.config import PredictConfig
 from napari_unet.engine.devices import autocast_dtype
+from napari_unet.engine.inference import iter_probabilities
 from napari_unet.engine.metrics import Matching, match
 from napari_unet.engine.normalize import normalize
-from napari_unet.engine.predict import PredictConfig, iter_probabilities, segment
+from napari_unet.engine.predict import segment
 from napari_unet.engine.setup import as_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,10 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_unet.engine.config import PredictConfig
+from napari_unet.engine.inference import iter_probabilities
 from napari_unet.engine.metrics import Matching, match
 from napari_unet.engine.normalize import normalize
 from napari_unet.engine.postprocess import PostprocessParams, instances_from_classes
-from napari_unet.engine.predict import PredictConfig, default_params, iter_probabilities, segment
+from napari_unet.engine.predict import segment
+from napari_unet.engine.setup import default_params
 from napari_unet.models.registry import load_model
 from napari_unet.samples import synthetic
 

@@ -19,7 +19,7 @@ _LAZY = {
     "load_model": ("napari_unet.models.registry", "load_model"),
     "list_models": ("napari_unet.models.registry", "list_models"),
     "segment": ("napari_unet.engine.predict", "segment"),
-    "finetune": ("napari_unet.training.loop", "finetune"),
+    "finetune": ("napari_unet.training.finetune", "finetune"),
     "iter_segment": ("napari_unet.engine.predict", "iter_segment"),
     "Model": ("napari_unet.models.model_file", "Model"),
     "UNet": ("napari_unet.models.unet", "UNet"),
@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from napari_unet.models.unet import UNet, UNetConfig
     from napari_unet.scale.batch import BatchOptions, run_batch
     from napari_unet.scale.chunked import segment_to_zarr
-    from napari_unet.training.loop import finetune
+    from napari_unet.training.finetune import finetune
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,10 @@ import tifffile
 
 from napari_unet.cli import main as cli
 from napari_unet.scale import batch, batch_file, cluster
-from napari_unet.scale.batch import BatchOptions, FileResult, expand_inputs, output_path, run_batch
+from napari_unet.scale.batch import run_batch
+from napari_unet.scale.batch_inputs import expand_inputs
+from napari_unet.scale.batch_outputs import output_path
+from napari_unet.scale.batch_types import BatchOptions, FileResult
 
 RNG = np.random.default_rng(1)
 

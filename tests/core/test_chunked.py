@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 
 from napari_unet.engine import predict
+from napari_unet.engine.config import PredictConfig
 from napari_unet.engine.metrics import match
+from napari_unet.engine.object_scale import anisotropy_from_pixel_size
 from napari_unet.engine.postprocess import ball
-from napari_unet.engine.predict import PredictConfig, anisotropy_from_pixel_size, segment
+from napari_unet.engine.predict import segment
 from napari_unet.models.registry import load_model
 from napari_unet.samples.synthetic import nuclei_3d
 from napari_unet.scale import chunked
-from napari_unet.scale.chunked import iter_segment_to_zarr, plan_blocks, segment_chunked, segment_to_zarr
+from napari_unet.scale.blocks import plan_blocks
+from napari_unet.scale.chunked import iter_segment_to_zarr, segment_chunked, segment_to_zarr
 
 FP32 = PredictConfig(amp=False)
 

@@ -10,10 +10,12 @@ import torch
 
 from napari_unet.common.axes import AxesError
 from napari_unet.engine import inference, object_scale, predict
+from napari_unet.engine.config import PredictConfig, Progress
 from napari_unet.engine.devices import autocast_dtype
+from napari_unet.engine.inference import iter_probabilities
 from napari_unet.engine.normalize import BadImageError
 from napari_unet.engine.postprocess import PostprocessParams
-from napari_unet.engine.predict import PredictConfig, Progress, iter_probabilities, iter_segment, segment
+from napari_unet.engine.predict import iter_segment, segment
 from napari_unet.models.model_file import Model
 from napari_unet.models.unet import UNet, UNetConfig
 

@@ -131,7 +131,7 @@ def test_preview_hook_sees_the_training_net_in_eval_mode() -> None:
     from dataclasses import replace
 
     from napari_unet.training.annotations import samples_from_arrays
-    from napari_unet.training.loop import FINETUNE_DEFAULTS, iter_finetune
+    from napari_unet.training.finetune import FINETUNE_DEFAULTS, iter_finetune
 
     image, labels = _blobs((96, 96))
     model = _tiny()
@@ -360,7 +360,7 @@ def test_ignore_label_marks_unannotated_pixels(docked, qtbot, notes) -> None:
 
 def test_an_error_in_the_worker_leaves_the_widget_usable(docked, qtbot, notes, monkeypatch) -> None:
     """superqt drops RuntimeError (torch's out-of-memory type); the job converts it."""
-    from napari_unet.training import loop as train
+    from napari_unet.training import finetune as train
 
     real = train.iter_finetune
 

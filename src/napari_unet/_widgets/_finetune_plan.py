@@ -5,7 +5,7 @@
 * a Shapes layer's rectangles / polygons / ellipses -> a "reviewed" mask in the labels' pixels
   (in :mod:`._regions`, re-exported here);
 * the preview window (the plane on screen, around the view's centre, bounded in size);
-* the job a napari worker drives: samples, :func:`~napari_unet.training.loop.iter_finetune` with a
+* the job a napari worker drives: samples, :func:`~napari_unet.training.finetune.iter_finetune` with a
   preview hook, saving the result, with torch left one core short so the GUI stays smooth.
 
 Everything here is plain numpy / torch so the rules are tested without a display.
@@ -180,13 +180,11 @@ class PlanePreview:
         import time
 
         from napari_unet.common.axes import to_canonical
+        from napari_unet.engine.config import PredictConfig
+        from napari_unet.engine.inference import iter_probabilities
         from napari_unet.engine.normalize import apply_bounds, channel_bounds, select_channels
-        from napari_unet.engine.predict import (
-            PredictConfig,
-            default_params,
-            instances,
-            iter_probabilities,
-        )
+        from napari_unet.engine.predict import instances
+        from napari_unet.engine.setup import default_params
 
         t0 = time.perf_counter()
         plane, (y0, y1, x0, x1) = self.target.value
@@ -311,7 +309,8 @@ def finetune_job(
 
     from napari_unet.models.registry import ModelSaveError, save_version
     from napari_unet.training.annotations import samples_from_arrays
-    from napari_unet.training.loop import FINETUNE_DEFAULTS, annotation_summary, iter_finetune
+    from napari_unet.training.finetune import FINETUNE_DEFAULTS, iter_finetune
+    from napari_unet.training.sample import annotation_summary
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads or gui_threads())

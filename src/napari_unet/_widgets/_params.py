@@ -16,8 +16,8 @@ from qtpy.QtWidgets import QFormLayout, QLabel
 from ._finetune_request import TrainingParams
 
 if TYPE_CHECKING:
+    from napari_unet.engine.config import PredictConfig
     from napari_unet.engine.postprocess import PostprocessParams
-    from napari_unet.engine.predict import PredictConfig
     from napari_unet.models.model_file import Model
 
 
@@ -131,7 +131,7 @@ class SegmentParams:
     def predict_config(self) -> PredictConfig:
         """The engine's defaults (its tiles are small enough for a progress step and a Stop
         point every fraction of a second) plus the nucleus diameter (0 = as trained)."""
-        from napari_unet.engine.predict import PredictConfig
+        from napari_unet.engine.config import PredictConfig
 
         diameter = float(self.diameter.native.value())
         return PredictConfig(diameter=diameter if diameter > 0 else None)

@@ -16,7 +16,7 @@ from . import _finetune_plan as fp
 from ._loss_plot import LossPlot
 
 if TYPE_CHECKING:
-    from napari_unet.training.loop import FinetuneStep
+    from napari_unet.training.finetune import FinetuneStep
 
 REDRAW_MS = 250  # status, progress bar and loss plot: at most 4 redraws a second
 

@@ -22,7 +22,7 @@ from ._plan import one_line
 if TYPE_CHECKING:
     from napari.utils import progress
 
-    from napari_unet.engine.predict import PredictConfig, Progress
+    from napari_unet.engine.config import PredictConfig, Progress
 
 
 class SegmentJobError(Exception):
@@ -105,7 +105,7 @@ def segment_lazy_job(
 
 def with_anisotropy(config: PredictConfig, scale: tuple[float, ...], axes: str) -> PredictConfig:
     """A z-stack's z/xy pixel-size ratio from the layer's scale (napari's default 1s: unknown)."""
-    from napari_unet.engine.predict import anisotropy_from_pixel_size
+    from napari_unet.engine.object_scale import anisotropy_from_pixel_size
 
     kept = [a for a in axes if a != "C"]
     if config.anisotropy is not None or "Z" not in kept or len(scale) != len(kept):

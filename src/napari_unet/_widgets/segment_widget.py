@@ -32,7 +32,7 @@ from ._segment_run import JobResult, RunState, SegmentJob, segment_job, segment_
 if TYPE_CHECKING:
     import napari
 
-    from napari_unet.engine.predict import Progress
+    from napari_unet.engine.config import Progress
     from napari_unet.models.model_file import Model
 
 

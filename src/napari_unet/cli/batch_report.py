@@ -15,7 +15,7 @@ from typing import Any
 from tqdm import tqdm
 
 from napari_unet.cli.output import one_line
-from napari_unet.scale.batch import write_summary
+from napari_unet.scale.batch_summary import write_summary
 
 _STAGE_UNITS = {"predict": "tile", "postprocess": "frame"}  # what predict.Progress counts
 _SAVE_EVERY = 10.0  # seconds: a long batch keeps its summary current, not only at the end

@@ -2,7 +2,7 @@
 
 All pairs are read before any training, so one bad file (one ``error:`` line each) stops the
 call at once instead of after the time budget. The training is
-:func:`napari_unet.training.loop.iter_finetune`, driven to its end with a progress line at
+:func:`napari_unet.training.finetune.iter_finetune`, driven to its end with a progress line at
 most every few seconds.
 """
 
@@ -25,11 +25,10 @@ from napari_unet.cli.arguments import (
 )
 from napari_unet.cli.output import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, InputError, error, one_line
 from napari_unet.cli.preflight import prepare_output_dir, usable_device, usable_model
-from napari_unet.common.axes import AxesError
+from napari_unet.common.axes import AxesError, decide_axes
 from napari_unet.common.generators import drain
 from napari_unet.engine.normalize import BadImageError
-from napari_unet.io.images import ImageReadError, read_image
-from napari_unet.scale.batch import decide_axes
+from napari_unet.io.errors import ImageReadError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -89,6 +88,7 @@ class _FileError(InputError):
 
 def _training_samples(image_path: Path, labels_path: Path, model: Model, args: argparse.Namespace) -> list:
     """Samples of one image/labels pair; raises _FileError naming the file at fault."""
+    from napari_unet.io.images import read_image  # local: keeps zarr and dask.array (~1 s) out of --help
     from napari_unet.training.annotations import samples_from_arrays  # local: keeps torch out of --help
 
     user_channel_axis = args.axes is not None and bool(set(args.axes) & {"C", "S"})
@@ -168,7 +168,10 @@ def _train(model: Model, samples: list, device: torch.device, args: argparse.Nam
     """Fine-tune with the command's budget, steps, seed and learning rate; the tuned model."""
     import torch  # local: keeps torch out of --help
 
-    from napari_unet.training.loop import FINETUNE_DEFAULTS, iter_finetune  # local: keeps torch out of --help
+    from napari_unet.training.finetune import (  # local: keeps torch out of --help
+        FINETUNE_DEFAULTS,
+        iter_finetune,
+    )
 
     budget = args.time_budget if args.time_budget is not None else (None if args.steps else 120.0)
     cfg = replace(FINETUNE_DEFAULTS, time_budget=budget, steps=args.steps, seed=args.seed)

@@ -22,7 +22,9 @@ from napari_unet.cli.arguments import (
 from napari_unet.cli.batch_report import BatchReport
 from napari_unet.cli.output import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, error
 from napari_unet.cli.preflight import prepare_output_dir, usable_device, usable_model
-from napari_unet.scale import batch
+from napari_unet.scale.batch_summary import summarize
+from napari_unet.scale.batch_types import BatchOptions, SchedulerError
+from napari_unet.scale.cluster import SCHEDULER_ENV, resolve_scheduler
 
 
 def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
@@ -33,7 +35,7 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
         description="Segment images into integer instance labels, written as OUTDIR/<name>_labels.tif "
         "or OUTDIR/<name>_labels.ome.zarr (the input's shape without its channel axis). Bad inputs are "
         "reported and skipped; outputs already complete are skipped, so a re-run resumes a batch. "
-        f"--scheduler (or ${batch.SCHEDULER_ENV}) runs the files on a Dask distributed cluster.",
+        f"--scheduler (or ${SCHEDULER_ENV}) runs the files on a Dask distributed cluster.",
     )
     seg.add_argument(
         "inputs",
@@ -90,7 +92,7 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
         default=None,
         metavar="ADDRESS",
         help="run on a Dask distributed cluster: tcp://HOST:PORT, a scheduler .json file, or local[:N] "
-        f"for N local worker processes (default: ${batch.SCHEDULER_ENV}, else in this process; 'none' "
+        f"for N local worker processes (default: ${SCHEDULER_ENV}, else in this process; 'none' "
         "forces in-process)",
     )
     seg.add_argument(
@@ -103,8 +105,8 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
     return seg
 
 
-def _batch_options(args: argparse.Namespace) -> batch.BatchOptions:
-    return batch.BatchOptions(
+def _batch_options(args: argparse.Namespace) -> BatchOptions:
+    return BatchOptions(
         model=args.model,
         axes=args.axes,
         channel=args.channel,
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         error(outdir, problem)
         return EXIT_USAGE
 
-    scheduler = batch.resolve_scheduler(args.scheduler)
+    scheduler = resolve_scheduler(args.scheduler)
     # on a cluster the device is the workers' (a GPU node may be driven from a laptop)
     if scheduler is None and usable_device(args.device) is None:
         return EXIT_USAGE
@@ -142,8 +144,10 @@ def run(args: argparse.Namespace) -> int:
         "options": dataclasses.asdict(options),
     }
     report = BatchReport(args.summary, extra)
+    from napari_unet.scale.batch import run_batch  # local: keeps torch out of --help
+
     try:
-        batch.run_batch(
+        run_batch(
             args.inputs,
             outdir,
             options,
@@ -154,9 +158,9 @@ def run(args: argparse.Namespace) -> int:
             tile_progress=report.tile,
             started=report.started,
         )
-    except batch.SchedulerError as exc:
+    except SchedulerError as exc:
         report.close()
-        subject = "--scheduler" if args.scheduler is not None else batch.SCHEDULER_ENV
+        subject = "--scheduler" if args.scheduler is not None else SCHEDULER_ENV
         error(f"{subject} {scheduler}", str(exc))
         return EXIT_USAGE
     finally:
@@ -164,6 +168,6 @@ def run(args: argparse.Namespace) -> int:
         summary_problem = report.save() if args.summary is not None else None
     if summary_problem:
         error(args.summary, summary_problem)
-    totals = batch.summarize(report.results, time.perf_counter() - report.start)
+    totals = summarize(report.results, time.perf_counter() - report.start)
     print(totals.line(), flush=True)
     return EXIT_INPUT_FAILED if totals.failed or summary_problem else EXIT_OK

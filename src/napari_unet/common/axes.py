@@ -11,6 +11,8 @@ segmented as a volume links unrelated frames), so ambiguous shapes raise and ask
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 AXES_LETTERS = "TZCYX"
@@ -100,3 +102,15 @@ def labels_from_canonical(labels: np.ndarray, axes: str) -> np.ndarray:
 def output_axes(axes: str) -> str:
     """The axes of the labels that segmenting an image with ``axes`` gives (``C`` dropped)."""
     return axes.upper().replace("S", "C").replace("C", "")
+
+
+def decide_axes(data: Any, file_axes: str | None, user_axes: str | None) -> str:
+    """--axes, else what the file declares, else a guess that refuses to guess RGB or >4-D."""
+    if user_axes is not None:
+        return validate_axes(user_axes, data.shape)
+    if file_axes is not None:
+        return validate_axes(file_axes, data.shape)
+    try:
+        return guess_axes(data.shape)
+    except AxesError as exc:  # its advice "give axes" means, here, the --axes option
+        raise AxesError(str(exc).replace("give axes", "pass --axes")) from None

@@ -21,11 +21,9 @@ from typing import Any
 import numpy as np
 
 from napari_unet.io.errors import ImageReadError, first_line
-from napari_unet.io.labels import write_labels  # compat: scale/batch imports it from here
 from napari_unet.io.omezarr import read_ome_zarr
 from napari_unet.io.plain import PLAIN_SUFFIXES, read_plain
 from napari_unet.io.tiff import LAZY_THRESHOLD, lazy_threshold, open_tiff, read_tiff
-from napari_unet.io.tiff import tifffile_log as _tifffile_log  # noqa: F401 - compat: scale/batch imports it from here
 
 __all__ = [
     "LAZY_THRESHOLD",
@@ -37,7 +35,6 @@ __all__ = [
     "image_stem",
     "open_image",
     "read_image",
-    "write_labels",
 ]
 
 TIFF_SUFFIXES = (".tif", ".tiff")

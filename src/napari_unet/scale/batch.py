@@ -23,16 +23,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from napari_unet.common.axes import decide_axes
 from napari_unet.engine.config import Progress
 from napari_unet.engine.metrics import count_objects
 from napari_unet.models.model_file import Model
 from napari_unet.models.registry import BUNDLED_NAME, resolve_model_path
-from napari_unet.scale.batch_file import cached_model, decide_axes, segment_file
-from napari_unet.scale.batch_inputs import expand_inputs, is_zarr_path
+from napari_unet.scale.batch_file import cached_model, segment_file
+from napari_unet.scale.batch_inputs import expand_inputs
 from napari_unet.scale.batch_outputs import (
     LABELS_TAG,
     OUTPUT_SUFFIX,
     ZARR_SUFFIXES,
+    is_zarr_path,
     output_format,
     output_path,
     output_state,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_unet.common.axes import AxesError, guess_axes, output_axes, validate_axes
+from napari_unet.common.axes import AxesError, decide_axes, output_axes
 from napari_unet.common.generators import drain
 from napari_unet.engine import predict
 from napari_unet.engine.config import PredictConfig, Progress
@@ -32,7 +32,7 @@ from napari_unet.engine.normalize import BadImageError
 from napari_unet.engine.object_scale import anisotropy_from_pixel_size
 from napari_unet.engine.setup import default_params
 from napari_unet.io import images as io
-from napari_unet.io.images import ImageReadError
+from napari_unet.io.errors import ImageReadError
 from napari_unet.models.model_file import Model, ModelFileError
 from napari_unet.models.registry import load_model, resolve_model_path
 from napari_unet.scale import chunked
@@ -47,7 +47,7 @@ from napari_unet.scale.batch_outputs import (
 from napari_unet.scale.batch_types import BatchInputError, BatchOptions, FileResult, one_line
 from napari_unet.scale.cluster import local_dask
 
-__all__ = ["cached_model", "decide_axes", "segment_and_write", "segment_file"]
+__all__ = ["cached_model", "segment_and_write", "segment_file"]
 
 _MODELS: dict[tuple[str, int, int], Model] = {}
 _MODELS_LOCK = threading.Lock()
@@ -67,18 +67,6 @@ def cached_model(spec: str | None) -> Model:
                 _MODELS.clear()
             _MODELS[key] = load_model(path)
         return _MODELS[key]
-
-
-def decide_axes(data: Any, file_axes: str | None, user_axes: str | None) -> str:
-    """--axes, else what the file declares, else a guess that refuses to guess RGB or >4-D."""
-    if user_axes is not None:
-        return validate_axes(user_axes, data.shape)
-    if file_axes is not None:
-        return validate_axes(file_axes, data.shape)
-    try:
-        return guess_axes(data.shape)
-    except AxesError as exc:  # its advice "give axes" means, here, the --axes option
-        raise AxesError(str(exc).replace("give axes", "pass --axes")) from None
 
 
 def _read_input(path: Path, wants_channels: bool) -> tuple[Any, str | None, dict[str, Any]]:

@@ -17,10 +17,10 @@ import numpy as np
 import tifffile
 
 from napari_unet.engine.metrics import count_objects
-
-# _tifffile_log collects tifffile's complaints instead of printing them (io's private helper)
-from napari_unet.io.images import _tifffile_log, image_stem, write_labels
+from napari_unet.io.images import image_stem
+from napari_unet.io.labels import write_labels
 from napari_unet.io.omezarr import read_ome_zarr, write_ome_zarr
+from napari_unet.io.tiff import tifffile_log
 from napari_unet.scale.batch_types import BatchInputError, FileResult
 
 __all__ = [
@@ -70,7 +70,7 @@ def output_path(outdir: str | os.PathLike, input_path: str | os.PathLike, fmt: s
 def _tiff_complete(path: Path) -> bool:
     try:
         size = path.stat().st_size
-        with _tifffile_log() as log, tifffile.TiffFile(path) as tif:
+        with tifffile_log() as log, tifffile.TiffFile(path) as tif:
             if log.messages:
                 return False
             if not tif.series:

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from napari_unet.common.generators import drain
+from napari_unet.engine.config import PredictConfig
+from napari_unet.engine.inference import iter_probabilities
 from napari_unet.engine.metrics import Matching, match
 from napari_unet.engine.postprocess import instances_from_classes
-from napari_unet.engine.predict import PredictConfig, default_params, iter_probabilities
+from napari_unet.engine.setup import default_params
 from napari_unet.models.model_file import Model
 from napari_unet.training.loop import TrainConfig
 from napari_unet.training.sample import Sample

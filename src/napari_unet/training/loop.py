@@ -10,12 +10,10 @@ learned as background.
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -170,16 +168,3 @@ def iter_train(
     finally:
         net.eval()
     return model
-
-
-# Compatibility: other areas still import the fine-tuning names from here. They are looked up
-# on first use (PEP 562), so ``finetune`` -> ``loop`` stays the only import at load time.
-# Remove once every caller imports them from :mod:`napari_unet.training.finetune`.
-_MOVED_TO_FINETUNE = ("FINETUNE_DEFAULTS", "FinetuneStep", "finetune", "iter_finetune")
-
-
-def __getattr__(name: str) -> Any:
-    """The fine-tuning names that moved to :mod:`napari_unet.training.finetune`."""
-    if name in _MOVED_TO_FINETUNE:
-        return getattr(importlib.import_module("napari_unet.training.finetune"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
