@@ -80,7 +80,7 @@ class Import:
         return f"{self.file}:{self.line}"
 
     def what(self) -> str:
-        return f"{self.target} import {self.name}" if self.name else self.target
+        return f"from {self.target} import {self.name}" if self.name else self.target
 
 
 def _private(part: str) -> bool:
@@ -403,24 +403,26 @@ def test_the_checker_on_a_made_up_package(tmp_path, monkeypatch) -> None:
         "src/napari_unet/extra.py: module napari_unet.extra is in no layer (add 'extra' to LAYERS)",
         "src/napari_unet/common/util.py:1: common imports engine (napari_unet.engine.run); "
         "common may import: nothing else",
-        f"{run}:5: engine imports io (napari_unet.io.files import Reader); engine may import: common, models",
-        "src/napari_unet/io/files.py:1: io imports engine (napari_unet.engine.run import f); "
+        f"{run}:5: engine imports io (from napari_unet.io.files import Reader); "
+        "engine may import: common, models",
+        "src/napari_unet/io/files.py:1: io imports engine (from napari_unet.engine.run import f); "
         "io may import: common",
-        "src/napari_unet/io/files.py:2: io imports engine (napari_unet.engine._tiles import x); "
+        "src/napari_unet/io/files.py:2: io imports engine (from napari_unet.engine._tiles import x); "
         "io may import: common",
-        "src/napari_unet/models/net.py:1: napari_unet.nothing import x: no such module under src/napari_unet",
+        "src/napari_unet/models/net.py:1: from napari_unet.nothing import x: "
+        "no such module under src/napari_unet",
     ]
     assert gui_violations(imports) == [f"{run}:11: qtpy outside _widgets"]
     assert private_violations(modules, imports) == [
-        f"{run}:12: napari_unet.models.net import _build: private name _build of napari_unet.models.net",
-        "src/napari_unet/io/files.py:2: napari_unet.engine._tiles import x: "
+        f"{run}:12: from napari_unet.models.net import _build: private name _build of napari_unet.models.net",
+        "src/napari_unet/io/files.py:2: from napari_unet.engine._tiles import x: "
         "private module napari_unet.engine._tiles from outside napari_unet.engine",
     ]
     # the TYPE_CHECKING import (run -> io.files) and the local ones make no cycle; this one does
     assert cycle_violations(modules, imports) == [
         "cycle among napari_unet.common.util, napari_unet.engine.run:",
         "  src/napari_unet/common/util.py:1: napari_unet.common.util imports napari_unet.engine.run",
-        f"  {run}:3: napari_unet.engine.run imports napari_unet.common.util import run",
+        f"  {run}:3: napari_unet.engine.run imports from napari_unet.common.util import run",
     ]
     # torch: the comment above; numpy: stacked under torch; qtpy: a pragma alone, after a blank
     assert local_import_violations(modules, imports) == [
