@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "napari_unet"
+REPO = Path(__file__).resolve().parents[2]
+SRC = REPO / "src" / "napari_unet"
 GUI = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt", "napari", "magicgui", "vispy")
 
 
@@ -78,3 +82,27 @@ def test_registry_lists_bundled_first(tmp_path, monkeypatch) -> None:
     assert resolve_model_path(str(tmp_path / "mine-v1.pt")) == tmp_path / "mine-v1.pt"
     with pytest.raises(ModelFileError, match="no such model"):
         load_model("does-not-exist")
+
+
+def test_version_is_written_once() -> None:
+    """``__version__`` in ``__init__.py`` is the one version: pyproject reads it (statically)."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in pyproject["project"]
+    assert "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "napari_unet.__version__"}
+    tree = ast.parse((SRC / "__init__.py").read_text(encoding="utf-8"))
+    versions = [
+        node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and [getattr(t, "id", None) for t in node.targets] == ["__version__"]
+        and isinstance(node.value, ast.Constant)
+    ]
+    assert len(versions) == 1 and re.fullmatch(r"\d+\.\d+\.\d+", versions[0]), versions
+
+
+def test_license_is_declared_and_shipped() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["license"] == "BSD-3-Clause"
+    assert project["license-files"] == ["LICENSE"]
+    assert (REPO / "LICENSE").read_text(encoding="utf-8").startswith("BSD 3-Clause License")
