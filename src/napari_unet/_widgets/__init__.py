@@ -19,11 +19,15 @@ __all__ = ["FinetuneWidget", "SegmentWidget"]
 
 def __getattr__(name: str) -> Any:
     if name == "SegmentWidget":
-        from .segment_widget import SegmentWidget
+        from .segment_widget import (
+            SegmentWidget,  # local: Qt and the docks load only when napari asks for one
+        )
 
         return SegmentWidget
     if name == "FinetuneWidget":
-        from .finetune_widget import FinetuneWidget
+        from .finetune_widget import (
+            FinetuneWidget,  # local: Qt and the docks load only when napari asks for one
+        )
 
         return FinetuneWidget
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

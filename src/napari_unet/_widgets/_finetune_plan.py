@@ -13,16 +13,30 @@ Everything here is plain numpy / torch so the rules are tested without a display
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Generator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import torch
 
+from napari_unet.common.axes import to_canonical
 from napari_unet.common.generators import drain
+from napari_unet.engine.config import PredictConfig
+from napari_unet.engine.inference import iter_probabilities
+from napari_unet.engine.normalize import apply_bounds, channel_bounds, select_channels
+from napari_unet.engine.predict import instances
+from napari_unet.engine.setup import default_params
+from napari_unet.models.registry import ModelSaveError, save_version
+from napari_unet.training import finetune as training_finetune
+from napari_unet.training.annotations import samples_from_arrays
+from napari_unet.training.finetune import FINETUNE_DEFAULTS
+from napari_unet.training.sample import annotation_summary
 
 from ._plan import one_line, plane_hash
 from ._regions import Regions as Regions
@@ -95,7 +109,6 @@ def atom_planes(atom: Any, shape: Sequence[int]) -> set[Plane]:
     key = getattr(atom, "slice_key", None)
     if key is not None:
         ranges = [list(_range(k, n)) for k, n in zip(key[:n_lead], shape[:n_lead], strict=True)]
-        import itertools
 
         return {tuple(int(v) for v in p) for p in itertools.product(*ranges)}
     try:
@@ -108,7 +121,6 @@ def atom_planes(atom: Any, shape: Sequence[int]) -> set[Plane]:
     if all(a is not None and a.ndim == 1 for a in arrays):
         lead = np.stack([np.broadcast_to(a, arrays[0].shape) for a in arrays], axis=1)  # type: ignore[union-attr]
         return {tuple(int(v) for v in row) for row in np.unique(lead, axis=0)}
-    import itertools
 
     ranges = [list(_range(i, n)) for i, n in zip(indices[:n_lead], shape[:n_lead], strict=True)]
     return {tuple(int(v) for v in p) for p in itertools.product(*ranges)}
@@ -177,14 +189,6 @@ class PlanePreview:
         self._bounds: dict[int, list] = {}
 
     def __call__(self, model: Any) -> PreviewResult | None:
-        import time
-
-        from napari_unet.common.axes import to_canonical
-        from napari_unet.engine.config import PredictConfig
-        from napari_unet.engine.inference import iter_probabilities
-        from napari_unet.engine.normalize import apply_bounds, channel_bounds, select_channels
-        from napari_unet.engine.predict import instances
-        from napari_unet.engine.setup import default_params
 
         t0 = time.perf_counter()
         plane, (y0, y1, x0, x1) = self.target.value
@@ -303,14 +307,6 @@ def finetune_job(
     thread; a :class:`~napari_unet.models.registry.ModelSaveError` is returned, not raised, so the
     trained model is never lost. ``done`` is set when the generator ends, however it ends.
     """
-    from dataclasses import replace
-
-    import torch
-
-    from napari_unet.models.registry import ModelSaveError, save_version
-    from napari_unet.training.annotations import samples_from_arrays
-    from napari_unet.training.finetune import FINETUNE_DEFAULTS, iter_finetune
-    from napari_unet.training.sample import annotation_summary
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads or gui_threads())
@@ -331,7 +327,7 @@ def finetune_job(
         info = annotation_summary(samples)
         yield Prepared(info["planes"], info["annotated_pixels"], info["annotated_objects"])
         cfg = replace(FINETUNE_DEFAULTS, time_budget=request.time_budget, steps=request.steps, lr=request.lr)
-        model = yield from iter_finetune(
+        model = yield from training_finetune.iter_finetune(
             base, samples, cfg, stop=stop.is_set, preview=preview, preview_every=PREVIEW_EVERY
         )
         saved, error = None, None

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.common.axes import AxesError, validate_axes
+
 from . import _finetune_plan as fp
 from . import _plan
 
@@ -48,7 +50,6 @@ def build_request(
     in_channels: Callable[[], int],
 ) -> fp.FinetuneRequest:
     """The run's request; raises :class:`Refusal` (or the model's load error from ``in_channels``)."""
-    from napari_unet.common.axes import AxesError, validate_axes
 
     if image is None or labels is None:
         raise Refusal("choose an image and its corrected labels layer (Segment it first)")

@@ -15,6 +15,8 @@ from napari.layers import Image
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLineEdit, QSpinBox, QWidget
 
+from napari_unet.common.axes import AxesError, validate_axes
+
 from . import _plan
 from ._choosers import fill_layer_combo
 
@@ -93,13 +95,11 @@ class ImagePicker(QWidget):
 
     def validated(self, shape: tuple[int, ...]) -> str:
         """The typed axes checked against ``shape``; raises ``AxesError``."""
-        from napari_unet.common.axes import validate_axes
 
         return validate_axes(self.axes_edit.text().strip().upper(), shape)
 
     def axes(self) -> str | None:
         """The typed axes if they fit the chosen image; None otherwise."""
-        from napari_unet.common.axes import AxesError
 
         if self.selected_image() is None:
             return None

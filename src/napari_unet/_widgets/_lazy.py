@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
+import platformdirs
+import zarr
 
 from napari_unet.engine.metrics import count_objects
+from napari_unet.scale.chunked import iter_segment_to_zarr
 
 CACHE_ENV = "NAPARI_UNET_CACHE_DIR"
 
@@ -33,7 +38,6 @@ def cache_folder() -> Path:
     root = os.environ.get(CACHE_ENV)
     if root:
         return Path(root)
-    import platformdirs
 
     return platformdirs.user_cache_path("napari-unet") / "labels"
 
@@ -50,7 +54,6 @@ def labels_store_path(image_name: str) -> Path:
 def remove_store(path: Path) -> bool:
     """Delete a labels store once its layer is gone, if it is one of ours: in the cache folder
     and named like :func:`labels_store_path`'s (a store the user saved elsewhere is never touched)."""
-    import shutil
 
     path = Path(path)
     try:
@@ -66,7 +69,6 @@ def remove_store(path: Path) -> bool:
 def open_labels(path: Path) -> Any:
     """The labels array of a store written by :func:`napari_unet.scale.chunked.segment_to_zarr`,
     open for reading and painting."""
-    import zarr
 
     node = zarr.open(str(path), mode="r+")
     return node["0"] if isinstance(node, zarr.Group) else node
@@ -77,7 +79,6 @@ def segment_lazy(
 ) -> Generator[Any, None, tuple[Any, str, int]]:
     """Run in the worker: the chunked engine into ``path``; returns (labels array, their axes,
     number of objects). The labels' axes are the image's in OME-NGFF order (``TZYX``)."""
-    from napari_unet.scale.chunked import iter_segment_to_zarr
 
     yield from iter_segment_to_zarr(image, path, axes=axes, **kwargs)
     labels = open_labels(path)
@@ -91,6 +92,5 @@ def to_layer_order(labels: Any, labels_axes: str, layer_axes: str) -> Any:
     wanted = [a for a in layer_axes if a != "C"]
     if "".join(wanted) == labels_axes:
         return labels
-    import dask.array as da
 
     return da.from_array(labels, chunks=labels.chunks).transpose([labels_axes.index(a) for a in wanted])

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QPointF, QRectF, Qt
+from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QWidget
 
 
@@ -63,8 +64,6 @@ class LossPlot(QWidget):
         return x, y
 
     def paintEvent(self, event: Any) -> None:
-        from qtpy.QtCore import QPointF, QRectF
-        from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
 
         self.draws += 1
         painter = QPainter(self)

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QMenu, QMessageBox, QToolButton, QWidget
 
+from napari_unet.models.model_file import ModelFileError
+from napari_unet.models.registry import delete_model, export_model, import_model, list_models
+
 from . import _dialogs, _notify
 from ._plan import one_line
 
@@ -80,7 +83,6 @@ class ModelPicker(QWidget):
         self._select_model_at(max(start, 0))
 
     def _refresh_models(self) -> None:
-        from napari_unet.models.registry import list_models
 
         current = self.model_combo.currentData()
         self.model_combo.blockSignals(True)
@@ -116,15 +118,12 @@ class ModelPicker(QWidget):
 
     def _selected_version(self) -> str | None:
         """Name of the selected model if it is a saved version (the only kind one may delete)."""
-        from napari_unet.models.registry import list_models
 
         path = self._selected_path()
         return next((i.name for i in list_models() if not i.bundled and str(i.path) == path), None)
 
     def import_model_file(self, path: str | Path | None = None) -> bool:
         """Copy a model file into the saved models (checked first) and select it."""
-        from napari_unet.models.model_file import ModelFileError
-        from napari_unet.models.registry import import_model
 
         path = path or self._ask_model_file()
         if not path:
@@ -141,8 +140,6 @@ class ModelPicker(QWidget):
 
     def export_selected(self, path: str | Path | None = None) -> Path | None:
         """Write the selected model to a file the user picks (to share or archive it)."""
-        from napari_unet.models.model_file import ModelFileError
-        from napari_unet.models.registry import export_model
 
         src = self._selected_path()
         if path is None:
@@ -159,7 +156,6 @@ class ModelPicker(QWidget):
 
     def delete_selected(self, confirm: bool = True) -> bool:
         """Delete the selected saved version and go back to the bundled model."""
-        from napari_unet.models.registry import delete_model
 
         name = self._selected_version()
         if name is None:
@@ -203,7 +199,6 @@ class ModelPicker(QWidget):
 
     def load_model_file(self, path: str | Path) -> bool:
         """Add a model file to the chooser and select it; a bad file is reported, not raised."""
-        from napari_unet.models.model_file import ModelFileError
 
         try:
             model = self.model_state.load(str(path))
@@ -220,7 +215,6 @@ class ModelPicker(QWidget):
 
     def _select_model_at(self, index: int) -> None:
         """Make ``index`` current and announce its model card (threshold, min size)."""
-        from napari_unet.models.model_file import ModelFileError
 
         if index < 0 or self.model_combo.itemData(index) is None:
             return

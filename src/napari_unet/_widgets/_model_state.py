@@ -9,11 +9,13 @@ so either widget works alone and the two stay in step when both are docked.
 from __future__ import annotations
 
 import weakref
+from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import QObject, Signal
 
 from napari_unet.models.model_file import Model
+from napari_unet.models.registry import load_model, resolve_model_path
 
 
 class ModelState(QObject):
@@ -45,9 +47,6 @@ class ModelState(QObject):
 
         A file changed on disk is read again; raises ``ModelFileError`` / ``OSError``.
         """
-        from pathlib import Path
-
-        from napari_unet.models.registry import load_model, resolve_model_path
 
         p = Path(path or self.path or resolve_model_path(None))
         key = (str(p), p.stat().st_mtime if p.exists() else 0.0)
@@ -59,7 +58,6 @@ class ModelState(QObject):
     def remember(self, path: str, model: Model) -> None:
         """Cache a model just saved at ``path`` (Fine-tune has it in memory): selecting it then
         reads no file on the GUI thread."""
-        from pathlib import Path
 
         p = Path(path)
         key = (str(p), p.stat().st_mtime)

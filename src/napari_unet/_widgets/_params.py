@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 from qtpy.QtWidgets import QFormLayout, QLabel
 
+from napari_unet.engine.config import PredictConfig
+from napari_unet.engine.postprocess import PostprocessParams
+
 from ._finetune_request import TrainingParams
 
 if TYPE_CHECKING:
@@ -108,7 +111,6 @@ class SegmentParams:
 
     def apply_card(self, card: dict[str, Any]) -> None:
         """Take threshold and min size from a model card (the engine's defaults otherwise)."""
-        from napari_unet.engine.postprocess import PostprocessParams
 
         defaults = PostprocessParams()
         post = card.get("postprocess") or {}
@@ -117,7 +119,6 @@ class SegmentParams:
 
     def postprocess_params(self, model: Model) -> PostprocessParams:
         """The form's threshold and min size; the seed settings come from the model card."""
-        from napari_unet.engine.postprocess import PostprocessParams
 
         d = PostprocessParams()
         post = model.card.get("postprocess") or {}
@@ -131,7 +132,6 @@ class SegmentParams:
     def predict_config(self) -> PredictConfig:
         """The engine's defaults (its tiles are small enough for a progress step and a Stop
         point every fraction of a second) plus the nucleus diameter (0 = as trained)."""
-        from napari_unet.engine.config import PredictConfig
 
         diameter = float(self.diameter.native.value())
         return PredictConfig(diameter=diameter if diameter > 0 else None)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.common.axes import AxesError, guess_axes, validate_axes
+
 SCOPE_SLICE = "current slice"
 SCOPE_VIEW = "current view"  # the part of the current slice visible in the canvas
 SCOPE_STACK = "whole stack"
@@ -73,7 +75,6 @@ def layer_axes(shape: Sequence[int], rgb: bool, axis_labels: Sequence[str] | Non
     ``hint`` (e.g. ``layer.metadata['axes']`` written by a reader or our samples) wins, then
     axis labels that name axes, then :func:`napari_unet.common.axes.guess_axes` on the shape.
     """
-    from napari_unet.common.axes import guess_axes
 
     ndim = len(shape)
     if hint and len(hint) == ndim and set(hint.upper()) <= set(AXIS_LETTERS):
@@ -100,7 +101,6 @@ def channel_axis(typed: str, shape: Sequence[int], strict: bool) -> int | None:
     Segment (``strict=False``) offers it once the typed axes have a C and one letter per
     dimension; Fine-tune (``strict=True``) only once they pass ``validate_axes``.
     """
-    from napari_unet.common.axes import AxesError, validate_axes
 
     axes = typed.strip().upper().replace("S", "C")
     if strict:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from skimage.draw import polygon
 
 Plane = tuple[int, ...]  # index over the labels' leading (T / Z) axes; () for a 2D image
 
@@ -43,7 +44,6 @@ def regions_mask(
     ``to_labels`` maps (N, shapes_ndim) vertex coordinates to the labels' data coordinates of
     its last ``min(shapes_ndim, labels ndim)`` axes (world transforms of both layers).
     Shapes of a 2D layer drawn over a stack count on every plane."""
-    from skimage.draw import polygon
 
     labels_shape = tuple(int(n) for n in labels_shape)
     h, w = labels_shape[-2:]

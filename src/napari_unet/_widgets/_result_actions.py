@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
+from napari_unet.models.registry import ModelSaveError, save_version
+
 from . import _dialogs, _notify
 from . import _finetune_plan as fp
 
@@ -86,7 +88,6 @@ class ResultActions(QWidget):
 
     def save_result(self) -> bool:
         """Retry saving the last fine-tuned model (after a full disk or unwritable folder)."""
-        from napari_unet.models.registry import ModelSaveError, save_version
 
         if self.model is None:
             return False

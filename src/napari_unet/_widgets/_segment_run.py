@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_unet.engine import predict
 from napari_unet.engine.metrics import count_objects
+from napari_unet.engine.object_scale import anisotropy_from_pixel_size
 
 from . import _lazy, _plan
 from ._plan import one_line
@@ -80,10 +82,9 @@ def segment_job(
 ) -> Generator[Progress, None, JobResult]:
     """Run in the worker thread: :func:`iter_segment`, every error made reportable, and the
     counting and fingerprinting done here rather than on the GUI thread."""
-    from napari_unet.engine.predict import iter_segment
 
     try:
-        labels = yield from iter_segment(image, axes=axes, **kwargs)
+        labels = yield from predict.iter_segment(image, axes=axes, **kwargs)
     except RuntimeError as exc:
         raise SegmentJobError(one_line(exc)) from exc
     out_axes = axes.replace("C", "")
@@ -105,7 +106,6 @@ def segment_lazy_job(
 
 def with_anisotropy(config: PredictConfig, scale: tuple[float, ...], axes: str) -> PredictConfig:
     """A z-stack's z/xy pixel-size ratio from the layer's scale (napari's default 1s: unknown)."""
-    from napari_unet.engine.object_scale import anisotropy_from_pixel_size
 
     kept = [a for a in axes if a != "C"]
     if config.anisotropy is not None or "Z" not in kept or len(scale) != len(kept):

@@ -22,7 +22,7 @@ def warm_up_torch_training() -> None:
     _WARMED.set()
 
     def work() -> None:
-        import torch
+        import torch  # local: the import itself is the warm-up, run in a background thread
 
         try:
             torch.optim.AdamW([torch.zeros(1, requires_grad=True)])

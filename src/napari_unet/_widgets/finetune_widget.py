@@ -23,6 +23,10 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from napari_unet.engine.devices import select_device
+from napari_unet.models.model_file import ModelFileError
+from napari_unet.models.registry import bundled_model_path
+
 from . import _finetune_plan as fp
 from . import _gc, _notify, _plan
 from ._annotation_picker import AnnotationPicker, default_labels_id
@@ -59,7 +63,6 @@ class FinetuneWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from napari_unet.engine.devices import select_device
 
         self.viewer = napari_viewer
         self.model_state = model_state(napari_viewer)
@@ -205,7 +208,6 @@ class FinetuneWidget(QWidget):
             return ""
 
     def _show_model(self, *_: Any) -> None:
-        from napari_unet.models.registry import bundled_model_path
 
         path = self.model_state.path
         if path is None or Path(path) == bundled_model_path():
@@ -248,7 +250,6 @@ class FinetuneWidget(QWidget):
 
     def start(self) -> None:
         """Start a run: copy the layers here, train in a worker."""
-        from napari_unet.models.model_file import ModelFileError
 
         if self.worker is not None:
             return

@@ -19,6 +19,9 @@ from napari.utils import progress
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from napari_unet.common.axes import AxesError
+from napari_unet.models.model_file import ModelFileError
+
 from . import _gc, _lazy, _notify, _plan
 from ._close_guard import CloseGuard
 from ._image_picker import ImagePicker
@@ -152,8 +155,6 @@ class SegmentWidget(QWidget):
 
     def segment(self) -> None:
         """Start a run: copy what it needs from the layers here, compute in a worker."""
-        from napari_unet.common.axes import AxesError
-        from napari_unet.models.model_file import ModelFileError
 
         if self.worker is not None:
             return

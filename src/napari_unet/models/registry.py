@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from platformdirs import user_data_dir
+
 from napari_unet.common.atomic import atomic_write
 from napari_unet.models.model_file import Model, ModelFileError
 
@@ -58,7 +60,6 @@ def user_model_dir() -> Path:
     env = os.environ.get("NAPARI_UNET_MODEL_DIR")
     if env:
         return Path(env)
-    from platformdirs import user_data_dir
 
     return Path(user_data_dir("napari-unet")) / "models"
 
