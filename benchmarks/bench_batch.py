@@ -123,7 +123,10 @@ def main() -> None:
                     t0 = time.perf_counter()
                     # the first cluster round includes each worker loading the model once
                     res = run_batch(
-                        inputs, root / f"out-{len(rates)}-{k}-{threads}-{sched is None}", opts, sched
+                        inputs,
+                        root / f"out-{len(rates)}-{k}-{threads}-{sched is None}",
+                        opts,
+                        scheduler=sched,
                     )
                     rates.setdefault(name, []).append(
                         _report(f"{name} r{k + 1}", res, time.perf_counter() - t0)

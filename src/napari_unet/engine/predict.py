@@ -198,12 +198,12 @@ def _given(**values: Any) -> dict[str, Any]:
 def segment(
     image: np.ndarray,
     model: Model | str | None = None,
+    *,
     axes: str | None = None,
     channel: int | None = None,
     threshold: float | None = None,
     min_size: int | None = None,
     device: str = "auto",
-    *,
     tile: int = _field_default(PredictConfig, "tile"),
     overlap: int = _field_default(PredictConfig, "overlap"),
     batch_size: int = _field_default(PredictConfig, "batch_size"),
