@@ -1,0 +1,150 @@
+"""Why fine-tuning fails on large, unfamiliar objects: object scale and BatchNorm statistics, probed.
+
+    python benchmarks/probe_finetune_scale.py --data ../shared/data/usiigaci-phase-dev [--steps 300]
+        [--train 2] [--test 4] [--seed 0] [--variants baseline,scale,bn,scale+bn]
+
+Fine-tunes the bundled nuclei model on the first ``--train`` images of a dev set (dense labels)
+for a fixed number of steps (not seconds, so a busy machine does not change the result) and
+scores F1@0.5 and pixel IoU on the next ``--test`` images through the public ``segment``.
+Variants:
+
+* ``baseline``: today's recipe (native scale, BatchNorm frozen with the parent's statistics).
+* ``scale``: images and labels resized so the annotated objects' median diameter becomes the
+  parent's trained diameter; prediction zooms test images the same way (the training labels'
+  median diameter as ``diameter``).
+* ``bn``: BatchNorm statistics re-estimated on the new images (no gradient) before training,
+  then frozen.
+* ``scale+bn``: both.
+
+Data folders hold ``images/*`` and ``masks/*`` (instance ids) as the dev sets do; they are not
+part of the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import tifffile
+import torch
+from skimage.transform import resize
+from torch import nn
+
+from napari_unet.engine.metrics import Matching, match
+from napari_unet.engine.predict import segment
+from napari_unet.models.model_file import Model
+from napari_unet.models.registry import load_model
+from napari_unet.training.annotations import samples_from_arrays
+from napari_unet.training.card import median_object_diameter
+from napari_unet.training.finetune import FINETUNE_DEFAULTS, iter_finetune
+from napari_unet.training.loop import make_batch
+
+
+def read(path: Path) -> np.ndarray:
+    return tifffile.imread(path) if path.suffix.lower() in (".tif", ".tiff") else iio.imread(path)
+
+
+def load(folder: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    out = []
+    for img_path in sorted((folder / "images").iterdir()):
+        mask = next((folder / "masks").glob(img_path.stem + ".*"))
+        img = read(img_path)
+        if img.ndim == 3:
+            img = img[..., 0] if img.shape[-1] in (3, 4) else img[0]
+        out.append((img_path.stem, img.astype(np.float32), read(mask).astype(np.int32)))
+    return out
+
+
+def rescale(img: np.ndarray, lab: np.ndarray, zoom: float) -> tuple[np.ndarray, np.ndarray]:
+    shape = (max(1, round(img.shape[0] * zoom)), max(1, round(img.shape[1] * zoom)))
+    im = resize(img, shape, order=1, anti_aliasing=zoom < 1, preserve_range=True).astype(np.float32)
+    lb = resize(lab, shape, order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
+    return im, lb
+
+
+def reestimate_batchnorm(model: Model, samples: list, batches: int = 20, seed: int = 0) -> Model:
+    """Running statistics of every BatchNorm layer recomputed on crops of the new images."""
+    work = model.copy()
+    net = work.net
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.train()
+    rng = np.random.default_rng(seed)
+    cfg = replace(FINETUNE_DEFAULTS, batch_size=8)
+    with torch.no_grad():
+        for _ in range(batches):
+            x, _, _ = make_batch(samples, cfg, rng)
+            net(x)
+    for m in bns:
+        m.momentum = 0.1
+    net.eval()
+    return work
+
+
+def score(model: Model, data: list, diameter: float | None) -> tuple[float, float]:
+    total = Matching(0, 0, 0)
+    inter = union = 0
+    for _, img, lab in data:
+        pred = segment(img, model=model, axes="YX", device="cpu", diameter=diameter)
+        total = total + match(lab, pred, 0.5)
+        inter += int(np.sum((pred > 0) & (lab > 0)))
+        union += int(np.sum((pred > 0) | (lab > 0)))
+    return total.f1, inter / max(union, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--train", type=int, default=2)
+    ap.add_argument("--test", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--variants", default="baseline,scale,bn,scale+bn")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data = load(args.data)
+    train, test = data[: args.train], data[args.train : args.train + args.test]
+    parent = load_model()
+    native = [s for _, img, lab in train for s in samples_from_arrays(img, lab, parent, axes="YX")]
+    diam = median_object_diameter(native)
+    zoom = parent.card.get("object_diameter", 20.0) / diam
+    print(f"machine: {platform.processor() or platform.machine()}, torch threads {args.threads}")
+    print(f"data {args.data.name}: train {[n for n, *_ in train]}, test {[n for n, *_ in test]}")
+    print(f"median object diameter {diam:.1f} px; working-scale zoom {zoom:.3f}")
+    f1, iou = score(parent, test, None)
+    print(f"{'parent, no training':28s} F1 {f1:.3f}  IoU {iou:.3f}")
+    for variant in args.variants.split(","):
+        scaled = "scale" in variant
+        if scaled:
+            pairs = [rescale(img, lab, zoom) for _, img, lab in train]
+            samples = [s for img, lab in pairs for s in samples_from_arrays(img, lab, parent, axes="YX")]
+        else:
+            samples = native
+        start = reestimate_batchnorm(parent, samples, seed=args.seed) if "bn" in variant else parent
+        cfg = replace(FINETUNE_DEFAULTS, steps=args.steps, time_budget=None, seed=args.seed)
+        t0 = time.perf_counter()
+        gen = iter_finetune(start, samples, cfg, device="cpu")
+        losses = []
+        try:
+            while True:
+                losses.append(next(gen).loss)
+        except StopIteration as done:
+            tuned = done.value
+        secs = time.perf_counter() - t0
+        f1, iou = score(tuned, test, diam if scaled else None)
+        tenth = max(1, len(losses) // 10)
+        curve = " ".join(f"{np.mean(losses[i : i + tenth]):.3f}" for i in range(0, len(losses), tenth))
+        print(f"{variant:28s} F1 {f1:.3f}  IoU {iou:.3f}  {secs:.0f} s  loss: {curve}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
