@@ -9,12 +9,17 @@ scores F1@0.5 and pixel IoU on the next ``--test`` images through the public ``s
 Variants:
 
 * ``baseline``: today's recipe (native scale, BatchNorm frozen with the parent's statistics).
-* ``scale``: images and labels resized so the annotated objects' median diameter becomes the
-  parent's trained diameter; prediction zooms test images the same way (the training labels'
-  median diameter as ``diameter``).
-* ``bn``: BatchNorm statistics re-estimated on the new images (no gradient) before training,
-  then frozen.
+* ``scale``: ``TrainConfig.working_scale``: images and labels resized so the annotated objects'
+  median diameter becomes the parent's trained diameter; the card's ``working_zoom`` makes
+  prediction zoom the test images the same way, with no ``diameter`` given.
+* ``bn``: ``TrainConfig.adapt_batchnorm``: BatchNorm statistics re-estimated on the new images
+  (no gradient) before training, then frozen.
 * ``scale+bn``: both.
+* ``scratch``, ``scratch+scale``: the same recipe from random weights (BatchNorm learning).
+
+Besides object F1 and the pixel IoU of the labels it prints ``fg IoU``: the pixel IoU of the
+net's own foreground (P(background) < 0.5), which separates "the net did not learn" from "the
+post-processing found no objects in what it learnt".
 
 Data folders hold ``images/*`` and ``masks/*`` (instance ids) as the dev sets do; they are not
 part of the repository.
@@ -32,17 +37,20 @@ import imageio.v3 as iio
 import numpy as np
 import tifffile
 import torch
-from skimage.transform import resize
-from torch import nn
 
+from napari_unet.common.generators import drain
+from napari_unet.engine.config import PredictConfig
+from napari_unet.engine.inference import iter_probabilities
 from napari_unet.engine.metrics import Matching, match
+from napari_unet.engine.normalize import apply_bounds, channel_bounds
+from napari_unet.engine.object_scale import net_shape, unzoom, zoom_factor, zoomed_plane
 from napari_unet.engine.predict import segment
 from napari_unet.models.model_file import Model
 from napari_unet.models.registry import load_model
+from napari_unet.models.unet import UNet
 from napari_unet.training.annotations import samples_from_arrays
 from napari_unet.training.card import median_object_diameter
 from napari_unet.training.finetune import FINETUNE_DEFAULTS, iter_finetune
-from napari_unet.training.loop import make_batch
 
 
 def read(path: Path) -> np.ndarray:
@@ -60,43 +68,31 @@ def load(folder: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
-def rescale(img: np.ndarray, lab: np.ndarray, zoom: float) -> tuple[np.ndarray, np.ndarray]:
-    shape = (max(1, round(img.shape[0] * zoom)), max(1, round(img.shape[1] * zoom)))
-    im = resize(img, shape, order=1, anti_aliasing=zoom < 1, preserve_range=True).astype(np.float32)
-    lb = resize(lab, shape, order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
-    return im, lb
+def foreground(model: Model, img: np.ndarray, zoom: float | None) -> np.ndarray:
+    """The net's foreground (P(background) < 0.5) at the image's own size."""
+    low, high = model.normalization
+    x = apply_bounds(img[None].astype(np.float32), [channel_bounds(img, low, high)])
+    if zoom:
+        x = zoomed_plane(lambda _: x, net_shape(img.shape, zoom), 0)
+    probs = drain(iter_probabilities(model, x, PredictConfig(device="cpu")))
+    if zoom:
+        probs = unzoom(probs[:, None], img.shape)[:, 0]
+    return probs[0] < 0.5
 
 
-def reestimate_batchnorm(model: Model, samples: list, batches: int = 20, seed: int = 0) -> Model:
-    """Running statistics of every BatchNorm layer recomputed on crops of the new images."""
-    work = model.copy()
-    net = work.net
-    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    net.train()
-    rng = np.random.default_rng(seed)
-    cfg = replace(FINETUNE_DEFAULTS, batch_size=8)
-    with torch.no_grad():
-        for _ in range(batches):
-            x, _, _ = make_batch(samples, cfg, rng)
-            net(x)
-    for m in bns:
-        m.momentum = 0.1
-    net.eval()
-    return work
-
-
-def score(model: Model, data: list, diameter: float | None) -> tuple[float, float]:
+def score(model: Model, data: list, diameter: float | None) -> tuple[float, float, float]:
     total = Matching(0, 0, 0)
-    inter = union = 0
+    inter = union = fg_inter = fg_union = 0
+    zoom = zoom_factor(model, diameter)
     for _, img, lab in data:
         pred = segment(img, model=model, axes="YX", device="cpu", diameter=diameter)
         total = total + match(lab, pred, 0.5)
         inter += int(np.sum((pred > 0) & (lab > 0)))
         union += int(np.sum((pred > 0) | (lab > 0)))
-    return total.f1, inter / max(union, 1)
+        fg = foreground(model, img, zoom)
+        fg_inter += int(np.sum(fg & (lab > 0)))
+        fg_union += int(np.sum(fg | (lab > 0)))
+    return total.f1, inter / max(union, 1), fg_inter / max(fg_union, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,19 +115,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {args.threads}")
     print(f"data {args.data.name}: train {[n for n, *_ in train]}, test {[n for n, *_ in test]}")
     print(f"median object diameter {diam:.1f} px; working-scale zoom {zoom:.3f}")
-    f1, iou = score(parent, test, None)
-    print(f"{'parent, no training':28s} F1 {f1:.3f}  IoU {iou:.3f}")
+    f1, iou, fg = score(parent, test, None)
+    print(f"{'parent, no training':28s} F1 {f1:.3f}  IoU {iou:.3f}  fg IoU {fg:.3f}")
     for variant in args.variants.split(","):
         scaled = "scale" in variant
-        if scaled:
-            pairs = [rescale(img, lab, zoom) for _, img, lab in train]
-            samples = [s for img, lab in pairs for s in samples_from_arrays(img, lab, parent, axes="YX")]
-        else:
-            samples = native
-        start = reestimate_batchnorm(parent, samples, seed=args.seed) if "bn" in variant else parent
-        cfg = replace(FINETUNE_DEFAULTS, steps=args.steps, time_budget=None, seed=args.seed)
+        cfg = replace(
+            FINETUNE_DEFAULTS,
+            steps=args.steps,
+            time_budget=None,
+            seed=args.seed,
+            working_scale=scaled,
+            adapt_batchnorm="bn" in variant,
+        )
+        start = parent
+        if "scratch" in variant:
+            torch.manual_seed(args.seed)
+            start = Model(UNet(parent.config), dict(parent.card))
+            cfg = replace(cfg, freeze_batchnorm=False)
         t0 = time.perf_counter()
-        gen = iter_finetune(start, samples, cfg, device="cpu")
+        gen = iter_finetune(start, native, cfg, device="cpu")
         losses = []
         try:
             while True:
@@ -139,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         except StopIteration as done:
             tuned = done.value
         secs = time.perf_counter() - t0
-        f1, iou = score(tuned, test, diam if scaled else None)
+        f1, iou, fg = score(tuned, test, None)  # the card's working scale applies by itself
         tenth = max(1, len(losses) // 10)
         curve = " ".join(f"{np.mean(losses[i : i + tenth]):.3f}" for i in range(0, len(losses), tenth))
-        print(f"{variant:28s} F1 {f1:.3f}  IoU {iou:.3f}  {secs:.0f} s  loss: {curve}")
+        print(f"{variant:28s} F1 {f1:.3f}  IoU {iou:.3f}  fg IoU {fg:.3f}  {secs:.0f} s  loss: {curve}")
     return 0
 
 

@@ -30,6 +30,7 @@ from napari_unet.common.generators import drain
 from napari_unet.engine.config import PredictConfig
 from napari_unet.engine.inference import iter_probabilities
 from napari_unet.engine.normalize import apply_bounds, channel_bounds, select_channels
+from napari_unet.engine.object_scale import net_shape, unzoom, zoom_factor, zoomed_plane
 from napari_unet.engine.predict import instances
 from napari_unet.engine.setup import default_params
 from napari_unet.models.registry import ModelSaveError, save_version
@@ -211,7 +212,12 @@ class PlanePreview:
             window = window.view(np.uint8)
         x = apply_bounds(window, self._bounds[t])
         device = next(model.net.parameters()).device.type
+        zoom = zoom_factor(model, None)  # a model trained at a working scale sees it here too
+        if zoom is not None:
+            x = zoomed_plane(lambda _: x, net_shape(x.shape[-2:], zoom), 0)
         probs = drain(iter_probabilities(model, x, PredictConfig(device=device)))
+        if zoom is not None:
+            probs = unzoom(probs[:, None], (y1 - y0, x1 - x0))[:, 0]
         labels = instances(probs, default_params(model))
         return PreviewResult(plane, (y0, y1, x0, x1), labels, time.perf_counter() - t0)
 

@@ -33,6 +33,7 @@ __all__ = [
     "trained_diameter",
     "unzoom",
     "volume_options",
+    "working_zoom",
     "zoom_factor",
     "zoomed_plane",
 ]
@@ -48,16 +49,36 @@ SEED_EROSION = 0.25
 ASSUMED_ANISOTROPY = 3.0
 
 
+def working_zoom(model: Model) -> float:
+    """The Y/X scale the model's training images were brought to before it saw them (card).
+
+    A model fine-tuned at a working scale (its objects resized to the size its parent knew)
+    must see new images of the same kind at that scale too; 1.0 for a model trained as is.
+    """
+    try:
+        zoom = float(model.card.get("working_zoom", 1.0))
+    except (TypeError, ValueError):
+        return 1.0
+    return zoom if math.isfinite(zoom) and zoom > 0 else 1.0
+
+
 def trained_diameter(model: Model) -> float:
-    """Typical object diameter (px) in the model's training data, from its card."""
-    return float(model.card.get("object_diameter", DEFAULT_TRAINED_DIAMETER))
+    """Typical object diameter (px) as the net saw it in training, from its card.
+
+    The card's ``object_diameter`` is measured in the training images' own pixels; a model
+    trained at a working scale saw them ``working_zoom`` times that size.
+    """
+    return float(model.card.get("object_diameter", DEFAULT_TRAINED_DIAMETER)) * working_zoom(model)
 
 
 def zoom_factor(model: Model, diameter: float | None) -> float | None:
-    """Y/X scale factor that gives objects of ``diameter`` px the trained size; None = none."""
-    if diameter is None:
-        return None
-    zoom = min(max(trained_diameter(model) / float(diameter), MIN_ZOOM), MAX_ZOOM)
+    """Y/X scale factor that gives objects of ``diameter`` px the trained size; None = none.
+
+    Without a ``diameter`` the model's own working scale applies: images of the kind it was
+    fine-tuned on are brought to the scale it learned at, with no number to type.
+    """
+    zoom = working_zoom(model) if diameter is None else trained_diameter(model) / float(diameter)
+    zoom = min(max(zoom, MIN_ZOOM), MAX_ZOOM)
     return None if abs(zoom - 1.0) < 0.05 else zoom
 
 

@@ -26,6 +26,12 @@ from napari_unet.training.card import finetuned_card
 from napari_unet.training.holdout import HeldOutScore, evaluate_heldout, split_holdout
 from napari_unet.training.loop import TrainConfig, TrainStep, iter_train
 from napari_unet.training.sample import NoAnnotationError, Sample
+from napari_unet.training.working_scale import (
+    choose_working_zoom,
+    reestimate_batchnorm,
+    rescale_samples,
+    working_card,
+)
 
 __all__ = ["FINETUNE_DEFAULTS", "FinetuneStep", "finetune", "iter_finetune"]
 
@@ -127,9 +133,15 @@ def iter_finetune(
     dev = device if isinstance(device, torch.device) else select_device(device)
     if config.freeze_batchnorm and _untrained_batchnorm(model.net):
         config = replace(config, freeze_batchnorm=False)  # no statistics to keep yet
+    native = list(samples)
+    zoom = choose_working_zoom(model, native) if config.working_scale else 1.0
+    samples = rescale_samples(native, zoom)
     work = model.copy()
+    work.card.update(working_card(model, native, zoom))  # previews during training see the scale
     work.net.to(dev)
     train_samples, held, note = split_holdout(samples, holdout)
+    if config.adapt_batchnorm and config.freeze_batchnorm:
+        reestimate_batchnorm(work.net, train_samples, config, seed=config.seed)
     before = evaluate_heldout(work, held, config, dev) if held else None
     best_state, best, best_step = _snapshot(work.net), before, 0
     every_s, every_steps = eval_every, None
@@ -180,7 +192,7 @@ def iter_finetune(
     steps = last.step if last is not None else 0
     work.card = finetuned_card(
         model,
-        samples,
+        native,
         config,
         dev,
         note,
@@ -191,6 +203,10 @@ def iter_finetune(
         seconds=time.perf_counter() - t0,
         stopped=stopped,
     )
+    work.card.update(working_card(model, native, zoom))
+    if zoom != 1.0 or config.adapt_batchnorm:
+        work.card["finetune"]["working_zoom"] = round(zoom, 4)
+        work.card["finetune"]["batchnorm"] = "re-estimated" if config.adapt_batchnorm else "parent's"
     return work
 
 

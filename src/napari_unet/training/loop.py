@@ -55,6 +55,9 @@ class TrainConfig:
     amp: bool | None = None  # None: bf16 where the hardware has it
     seed: int = 0
     freeze_batchnorm: bool = False  # keep running statistics (fine-tuning on few images)
+    # fine-tuning only (napari_unet.training.working_scale):
+    working_scale: bool = False  # resize the images so objects have the parent's trained size
+    adapt_batchnorm: bool = False  # re-estimate frozen BatchNorm statistics on the new images first
 
 
 @dataclass(frozen=True)
