@@ -15,6 +15,8 @@ Variants:
 * ``bn``: ``TrainConfig.adapt_batchnorm``: BatchNorm statistics re-estimated on the new images
   (no gradient) before training, then frozen.
 * ``scale+bn``: both.
+* ``cal``: ``TrainConfig.calibrate_postprocess``: the instance thresholds fitted on the
+  held-back annotation (combine with the others: ``scale+bn+cal``).
 * ``scratch``, ``scratch+scale``: the same recipe from random weights (BatchNorm learning).
 
 Besides object F1 and the pixel IoU of the labels it prints ``fg IoU``: the pixel IoU of the
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             working_scale=scaled,
             adapt_batchnorm="bn" in variant,
+            calibrate_postprocess="cal" in variant,
         )
         start = parent
         if "scratch" in variant:
@@ -145,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         tenth = max(1, len(losses) // 10)
         curve = " ".join(f"{np.mean(losses[i : i + tenth]):.3f}" for i in range(0, len(losses), tenth))
         print(f"{variant:28s} F1 {f1:.3f}  IoU {iou:.3f}  fg IoU {fg:.3f}  {secs:.0f} s  loss: {curve}")
+        if "cal" in variant:
+            print(f"{'':28s} thresholds: {tuned.card['finetune'].get('postprocess')}")
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from napari_unet.engine.devices import select_device
 from napari_unet.models.model_file import Model
 from napari_unet.models.registry import load_model
 from napari_unet.training.annotations import samples_from_arrays
+from napari_unet.training.calibrate import calibrate_postprocess
 from napari_unet.training.card import finetuned_card
 from napari_unet.training.holdout import HeldOutScore, evaluate_heldout, split_holdout
 from napari_unet.training.loop import TrainConfig, TrainStep, iter_train
@@ -189,6 +190,7 @@ def iter_finetune(
     if held or last is None:
         work.net.load_state_dict(best_state)
     work.net.eval()
+    calibration = calibrate_postprocess(work, held, config, dev) if config.calibrate_postprocess else None
     steps = last.step if last is not None else 0
     work.card = finetuned_card(
         model,
@@ -204,6 +206,14 @@ def iter_finetune(
         stopped=stopped,
     )
     work.card.update(working_card(model, native, zoom))
+    if calibration is not None:
+        work.card["postprocess"] = {**work.card.get("postprocess", {}), **asdict(calibration.params)}
+        work.card["finetune"]["postprocess"] = {
+            "thresholds": "fitted on the held-back annotation" if calibration.adopted else "parent's",
+            "heldout_objects": calibration.objects,
+            "heldout_f1_parent_thresholds": round(calibration.f1_parent, 4),
+            "heldout_f1_best_thresholds": round(calibration.f1_chosen, 4),
+        }
     if zoom != 1.0 or config.adapt_batchnorm:
         work.card["finetune"]["working_zoom"] = round(zoom, 4)
         work.card["finetune"]["batchnorm"] = "re-estimated" if config.adapt_batchnorm else "parent's"
