@@ -106,9 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default="baseline,scale,bn,scale+bn")
+    ap.add_argument("--group", default=None, help="only images of this HxW (one DSB experiment)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load(args.data)
+    if args.group:
+        hw = tuple(int(v) for v in args.group.lower().split("x"))
+        data = [d for d in data if d[1].shape == hw]
     train, test = data[: args.train], data[args.train : args.train + args.test]
     parent = load_model()
     native = [s for _, img, lab in train for s in samples_from_arrays(img, lab, parent, axes="YX")]
