@@ -30,6 +30,7 @@ __all__ = [
     "effective_anisotropy",
     "net_shape",
     "object_diameter",
+    "resize_plane",
     "trained_diameter",
     "unzoom",
     "volume_options",
@@ -94,7 +95,7 @@ def net_shape(shape: tuple[int, int], zoom: float | None) -> tuple[int, int]:
     return (h, w) if zoom is None else (max(1, round(h * zoom)), max(1, round(w * zoom)))
 
 
-def _resize(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def resize_plane(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(C, H, W) float32 -> (C, *shape), bilinear; anti-aliased when shrinking (no moire)."""
     x = torch.from_numpy(np.ascontiguousarray(plane, dtype=np.float32))[None]
     shrink = shape[0] < plane.shape[-2] or shape[1] < plane.shape[-1]
@@ -105,7 +106,7 @@ def _resize(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def zoomed_plane(planes: Callable[[int], np.ndarray], shape: tuple[int, int], z: int) -> np.ndarray:
     """Plane ``z`` of ``planes`` resized to the net's ``shape`` (bind the first two with partial)."""
-    return _resize(planes(z), shape)
+    return resize_plane(planes(z), shape)
 
 
 def unzoom(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -115,7 +116,7 @@ def unzoom(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """
     out = np.empty((*probs.shape[:2], *shape), np.float32)
     for z in range(probs.shape[1]):
-        out[:, z] = _resize(probs[:, z], shape)
+        out[:, z] = resize_plane(probs[:, z], shape)
     return out
 
 

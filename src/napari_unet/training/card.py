@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_unet.engine.object_scale import trained_diameter
 from napari_unet.models.model_file import Model
 from napari_unet.training.holdout import HeldOutScore
 from napari_unet.training.loop import TrainConfig
 from napari_unet.training.sample import Sample, annotation_summary
 
-__all__ = ["MIN_OBJECTS_FOR_DIAMETER", "finetuned_card", "median_object_diameter"]
+__all__ = ["MIN_OBJECTS_FOR_DIAMETER", "finetuned_card", "median_object_diameter", "working_card"]
 
 MIN_OBJECTS_FOR_DIAMETER = 5
 
@@ -41,6 +42,20 @@ def median_object_diameter(samples: Sequence[Sample]) -> float | None:
     return float(np.median(2.0 * np.sqrt(all_areas / np.pi)))
 
 
+def working_card(parent: Model, native: Sequence[Sample], zoom: float) -> dict[str, float]:
+    """The card entries that tell prediction the scale a model learned at.
+
+    ``object_diameter`` is the objects' median diameter in the user's own pixels (the parent's
+    when too few were annotated) and ``working_zoom`` the factor the training images were
+    resized by; a new image of the same kind is resized by the same factor when no diameter is
+    given (:func:`napari_unet.engine.object_scale.zoom_factor`).
+    """
+    diameter = median_object_diameter(native)
+    if diameter is None:  # size unknown: the net saw them as it sees the parent's objects
+        return {"object_diameter": round(trained_diameter(parent), 1), "working_zoom": round(zoom, 4)}
+    return {"object_diameter": round(diameter, 1), "working_zoom": round(zoom, 4)}
+
+
 def finetuned_card(
     parent: Model,
     samples: Sequence[Sample],
@@ -50,6 +65,7 @@ def finetuned_card(
     before: HeldOutScore | None,
     after: HeldOutScore | None,
     *,
+    zoom: float = 1.0,
     steps: int,
     best_step: int,
     seconds: float,
@@ -79,9 +95,7 @@ def finetuned_card(
         "parent": pc.get("parent"),
     }
     card["created"] = datetime.now(UTC).isoformat(timespec="seconds")
-    diameter = median_object_diameter(samples)
-    if diameter is not None:
-        card["object_diameter"] = round(diameter, 1)
+    card.update(working_card(parent, samples, zoom))
     card["finetune"] = {
         **data,
         "planes_used": [f"{s.source} {s.plane}".strip() for s in samples[:50]],

@@ -23,16 +23,11 @@ from napari_unet.models.model_file import Model
 from napari_unet.models.registry import load_model
 from napari_unet.training.annotations import samples_from_arrays
 from napari_unet.training.calibrate import calibrate_postprocess
-from napari_unet.training.card import finetuned_card
+from napari_unet.training.card import finetuned_card, working_card
 from napari_unet.training.holdout import HeldOutScore, evaluate_heldout, split_holdout
 from napari_unet.training.loop import TrainConfig, TrainStep, iter_train
 from napari_unet.training.sample import NoAnnotationError, Sample
-from napari_unet.training.working_scale import (
-    choose_working_zoom,
-    reestimate_batchnorm,
-    rescale_samples,
-    working_card,
-)
+from napari_unet.training.working_scale import choose_working_zoom, reestimate_batchnorm, rescale_samples
 
 __all__ = ["FINETUNE_DEFAULTS", "FinetuneStep", "finetune", "iter_finetune"]
 
@@ -200,12 +195,12 @@ def iter_finetune(
         note,
         before,
         best,
+        zoom=zoom,
         steps=steps,
         best_step=best_step if held else steps,
         seconds=time.perf_counter() - t0,
         stopped=stopped,
     )
-    work.card.update(working_card(model, native, zoom))
     if calibration is not None:
         work.card["postprocess"] = {**work.card.get("postprocess", {}), **asdict(calibration.params)}
         work.card["finetune"]["postprocess"] = {

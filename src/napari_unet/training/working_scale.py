@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_unet.engine.object_scale import MAX_ZOOM, MIN_ZOOM, trained_diameter
+from napari_unet.engine.object_scale import MAX_ZOOM, MIN_ZOOM, resize_plane, trained_diameter
 from napari_unet.models.model_file import Model
 from napari_unet.training.card import median_object_diameter
 from napari_unet.training.loop import TrainConfig, make_batch
 from napari_unet.training.sample import Sample
 
-__all__ = ["choose_working_zoom", "reestimate_batchnorm", "rescale_samples", "working_card"]
+__all__ = ["choose_working_zoom", "reestimate_batchnorm", "rescale_samples"]
 
 SKIP_WITHIN = 0.1  # zooms within 10% of 1 are not worth the resampling
 BATCHNORM_BATCHES = 16  # crops seen to re-estimate BatchNorm statistics (16 x 8 = 128 crops)
@@ -50,32 +50,10 @@ def choose_working_zoom(parent: Model, samples: Sequence[Sample]) -> float:
     return 1.0 if abs(zoom - 1.0) < SKIP_WITHIN else zoom
 
 
-def working_card(parent: Model, native: Sequence[Sample], zoom: float) -> dict[str, float]:
-    """The card entries that tell prediction the scale a model learned at.
-
-    ``object_diameter`` is the objects' median diameter in the user's own pixels (the parent's
-    when too few were annotated) and ``working_zoom`` the factor the training images were
-    resized by; a new image of the same kind is resized by the same factor when no diameter is
-    given (:func:`napari_unet.engine.object_scale.zoom_factor`).
-    """
-    diameter = median_object_diameter(native)
-    if diameter is None:  # size unknown: the net saw them as it sees the parent's objects
-        return {"object_diameter": round(trained_diameter(parent), 1), "working_zoom": round(zoom, 4)}
-    return {"object_diameter": round(diameter, 1), "working_zoom": round(zoom, 4)}
-
-
-def _resize(a: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarray:
-    """(C, H, W) or (H, W) resized; bilinear anti-aliased for images, nearest for labels."""
-    x = torch.from_numpy(np.ascontiguousarray(a))
-    flat = x.ndim == 2
-    x = x[None, None] if flat else x[None]
-    if mode == "nearest":
-        y = F.interpolate(x.float(), size=shape, mode="nearest-exact").to(x.dtype)
-    else:
-        shrink = shape[0] < a.shape[-2] or shape[1] < a.shape[-1]
-        y = F.interpolate(x.float(), size=shape, mode="bilinear", align_corners=False, antialias=shrink)
-    y = y[0, 0] if flat else y[0]
-    return y.numpy()
+def _nearest(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An (H, W) label or mask array resized to ``shape`` by nearest neighbour (no blended ids)."""
+    x = torch.from_numpy(np.ascontiguousarray(a))[None, None]
+    return F.interpolate(x.float(), size=shape, mode="nearest-exact")[0, 0].numpy()
 
 
 def rescale_samples(samples: Sequence[Sample], zoom: float) -> list[Sample]:
@@ -86,11 +64,11 @@ def rescale_samples(samples: Sequence[Sample], zoom: float) -> list[Sample]:
     for s in samples:
         h, w = s.labels.shape
         shape = (max(1, round(h * zoom)), max(1, round(w * zoom)))
-        image = _resize(s.image.astype(np.float32, copy=False), shape, "bilinear").astype(np.float32)
-        labels = _resize(s.labels.astype(np.int64, copy=False), shape, "nearest").astype(s.labels.dtype)
+        image = resize_plane(s.image, shape)
+        labels = _nearest(s.labels, shape).astype(s.labels.dtype)
         mask = None
         if s.mask is not None:
-            mask = _resize(s.mask.astype(np.uint8), shape, "nearest").astype(bool)
+            mask = _nearest(s.mask.astype(np.uint8), shape).astype(bool)
         out.append(Sample(image, labels, mask, s.weight, None, s.source, s.plane))
     return out
 
