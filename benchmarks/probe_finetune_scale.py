@@ -18,6 +18,8 @@ Variants:
 * ``cal``: ``TrainConfig.calibrate_postprocess``: the instance thresholds fitted on the
   held-back annotation (combine with the others: ``scale+bn+cal``).
 * ``scratch``, ``scratch+scale``: the same recipe from random weights (BatchNorm learning).
+* ``diam=D``: the working scale brings objects to ``D`` px instead of the parent's diameter.
+* ``key=value``: any other :class:`TrainConfig` field, e.g. ``scale+freeze_batchnorm=0+lr=3e-3``.
 
 Besides object F1 and the pixel IoU of the labels it prints ``fg IoU``: the pixel IoU of the
 net's own foreground (P(background) < 0.5), which separates "the net did not learn" from "the
@@ -45,11 +47,12 @@ from napari_unet.engine.config import PredictConfig
 from napari_unet.engine.inference import iter_probabilities
 from napari_unet.engine.metrics import Matching, match
 from napari_unet.engine.normalize import apply_bounds, channel_bounds
-from napari_unet.engine.object_scale import net_shape, unzoom, zoom_factor, zoomed_plane
+from napari_unet.engine.object_scale import net_shape, trained_diameter, unzoom, zoom_factor, zoomed_plane
 from napari_unet.engine.predict import segment
 from napari_unet.models.model_file import Model
 from napari_unet.models.registry import load_model
 from napari_unet.models.unet import UNet
+from napari_unet.training import working_scale as ws
 from napari_unet.training.annotations import samples_from_arrays
 from napari_unet.training.card import median_object_diameter
 from napari_unet.training.finetune import FINETUNE_DEFAULTS, iter_finetune
@@ -97,6 +100,17 @@ def score(model: Model, data: list, diameter: float | None) -> tuple[float, floa
     return total.f1, inter / max(union, 1), fg_inter / max(fg_union, 1)
 
 
+def _override(token: str) -> tuple[str, object]:
+    """``key=value`` -> a TrainConfig field and its value (ints, floats, 0/1 for flags)."""
+    key, value = token.split("=", 1)
+    current = getattr(FINETUNE_DEFAULTS, key)
+    if isinstance(current, bool):
+        return key, value not in ("0", "false", "False")
+    if isinstance(current, int) and "." not in value and "e" not in value:
+        return key, int(value)
+    return key, float(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -124,21 +138,26 @@ def main(argv: list[str] | None = None) -> int:
     f1, iou, fg = score(parent, test, None)
     print(f"{'parent, no training':28s} F1 {f1:.3f}  IoU {iou:.3f}  fg IoU {fg:.3f}")
     for variant in args.variants.split(","):
-        scaled = "scale" in variant
+        tokens = variant.split("+")
+        scaled = "scale" in tokens
+        target = next((float(t[5:]) for t in tokens if t.startswith("diam=")), None)
+        ws.trained_diameter = (lambda _m, d=target: d) if target else trained_diameter
+        overrides = dict(_override(t) for t in tokens if "=" in t and not t.startswith("diam="))
         cfg = replace(
             FINETUNE_DEFAULTS,
             steps=args.steps,
             time_budget=None,
             seed=args.seed,
             working_scale=scaled,
-            adapt_batchnorm="bn" in variant,
-            calibrate_postprocess="cal" in variant,
+            adapt_batchnorm="bn" in tokens,
+            calibrate_postprocess="cal" in tokens,
         )
+        cfg = replace(cfg, **overrides)
         start = parent
         if "scratch" in variant:
             torch.manual_seed(args.seed)
             start = Model(UNet(parent.config), dict(parent.card))
-            cfg = replace(cfg, freeze_batchnorm=False)
+            cfg = replace(cfg, freeze_batchnorm=False, **overrides)
         t0 = time.perf_counter()
         gen = iter_finetune(start, native, cfg, device="cpu")
         losses = []

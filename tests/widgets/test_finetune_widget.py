@@ -108,6 +108,21 @@ def test_preview_window_and_progress() -> None:
     assert "too little" in fp.result_summary({"finetune": {"holdout": "too little annotation"}})
 
 
+def test_result_advice_tells_the_truth() -> None:
+    def card(before, after, best_step=40, post=None):
+        ft = {"best_step": best_step, **({"postprocess": post} if post else {})}
+        return {"metrics": {"heldout_f1_before": before, "heldout_f1_after": after}, "finetune": ft}
+
+    assert fp.result_advice(card(0.5, 0.75)) is None
+    assert "no gain" in fp.result_advice(card(0.0, 0.01))
+    assert "did not beat the starting model" in fp.result_advice(card(0.3, 0.3, best_step=0))
+    assert "still weak" in fp.result_advice(card(0.0, 0.3))
+    fitted = {"thresholds": "fitted on the held-back annotation", "heldout_f1_best_thresholds": 0.7}
+    assert fp.result_advice(card(0.0, 0.3, post=fitted)) is None
+    assert "0.70 with thresholds fitted" in fp.result_summary(card(0.0, 0.3, post=fitted))
+    assert fp.result_advice({"finetune": {"holdout": "too little annotation"}}) is None
+
+
 def _tiny():
     import torch
 
@@ -261,6 +276,9 @@ def test_finetune_stop_saves_a_version_that_segment_selects(docked, qtbot, notes
 
 def test_no_annotation_is_a_message_not_a_run(docked, qtbot, notes) -> None:
     viewer, seg, ft = docked
+    from napari_unet.training.finetune import FINETUNE_DEFAULTS
+
+    assert ft.lr_spin.value() == FINETUNE_DEFAULTS.lr  # the widget offers the core's default
     image, _ = _blobs((96, 96))
     viewer.add_image(image, name="cells")
     ft.finetune_button.click()  # no labels layer yet

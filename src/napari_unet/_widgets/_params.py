@@ -165,9 +165,9 @@ class FinetuneParams:
             1e-5,
             1e-1,
             5,
-            "Learning rate (1e-3 works for a few minutes of fine-tuning)",
+            "Peak learning rate (the default, 3e-3, suits a few minutes of fine-tuning)",
             step=1e-4,
-            value=1e-3,
+            value=3e-3,  # FINETUNE_DEFAULTS.lr (tests/widgets/test_finetune_widget.py checks)
         )
         help_ignore = (
             "Pixels painted with this label value are 'not annotated': they are never learned "

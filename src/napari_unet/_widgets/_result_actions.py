@@ -64,6 +64,10 @@ class ResultActions(QWidget):
         summary = (
             f"{how}: {ft.get('steps', 0)} steps in {ft.get('seconds', 0):.0f} s; {fp.result_summary(card)}"
         )
+        advice = fp.result_advice(card)
+        if advice:
+            summary = f"{summary}. {advice[0].upper()}{advice[1:]}"
+            _notify.warning(f"fine-tuning: {advice}")
         if outcome.saved is not None:
             self._saved(outcome.saved, summary)
         else:

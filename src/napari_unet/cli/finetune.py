@@ -65,7 +65,7 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
         "--ignore-label", type=int, default=None, metavar="V", help="label value meaning 'not annotated'"
     )
     add_image_options(ft, "train on")
-    ft.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: 1e-3)")
+    ft.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default: 3e-3)")
     ft.add_argument(
         "--holdout",
         type=fraction,

@@ -57,7 +57,7 @@ class TrainConfig:
     freeze_batchnorm: bool = False  # keep running statistics (fine-tuning on few images)
     # fine-tuning only (napari_unet.training.working_scale):
     working_scale: bool = False  # resize the images so objects have the parent's trained size
-    adapt_batchnorm: bool = False  # re-estimate frozen BatchNorm statistics on the new images first
+    adapt_batchnorm: bool = False  # re-estimate BatchNorm statistics on the new images first
     calibrate_postprocess: bool = False  # fit the instance thresholds on the held-back annotation
 
 

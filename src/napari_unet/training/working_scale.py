@@ -10,8 +10,9 @@ that prediction brings new images of the same kind to that scale by itself.
 
 BatchNorm statistics are the other half of "a different world": the parent's running means and
 variances describe fluorescence nuclei. They are re-estimated on the new images (at the working
-scale, no gradient) before training, and then kept frozen while training, so the net that is
-trained is the net that predicts.
+scale, no gradient) before training, so that the held-out score before training and the first
+previews are those of a net that sees the new images as they are; training then lets them learn
+(``FINETUNE_DEFAULTS``) or keeps them frozen (``freeze_batchnorm``).
 """
 
 from __future__ import annotations
