@@ -36,6 +36,7 @@ from napari_unet.engine.setup import default_params
 from napari_unet.models.registry import ModelSaveError, save_version
 from napari_unet.training import finetune as training_finetune
 from napari_unet.training.annotations import samples_from_arrays
+from napari_unet.training.card import finetune_advice
 from napari_unet.training.finetune import FINETUNE_DEFAULTS
 from napari_unet.training.sample import annotation_summary
 
@@ -404,37 +405,6 @@ def result_summary(card: dict[str, Any]) -> str:
     return str(ft.get("holdout") or "no held-out score")
 
 
-GAIN = 0.02  # held-out F1 a fine-tune must add before the widget calls it an improvement
-WEAK_F1 = 0.5  # below this held-out F1 the widget says the model is still weak
-
-
 def result_advice(card: dict[str, Any]) -> str | None:
-    """What the user should know and do after a run, or None when the score simply improved.
-
-    The held-out part is the only honest judge the widget has: when it does not improve, the
-    saved version may be no better than its parent, and the user must hear it plainly together
-    with the two remedies that work (more corrected objects, a longer budget)."""
-    m = card.get("metrics") or {}
-    ft = card.get("finetune") or {}
-    if "heldout_f1_before" not in m:
-        return None
-    before, after = float(m["heldout_f1_before"]), float(m["heldout_f1_after"])
-    fitted = (ft.get("postprocess") or {}).get("thresholds") == "fitted on the held-back annotation"
-    if fitted:
-        after = max(after, float(ft["postprocess"].get("heldout_f1_best_thresholds", after)))
-    if ft.get("best_step", 1) == 0:
-        return (
-            "training did not beat the starting model on your held-back labels, so this version keeps "
-            "its weights: correct more objects (or another image) and fine-tune with a longer budget"
-        )
-    if after < before + GAIN:
-        return (
-            f"no gain on your held-back labels (F1 {before:.2f} → {after:.2f}): correct more "
-            "objects (or another image) and fine-tune with a longer budget"
-        )
-    if after < WEAK_F1:
-        return (
-            f"better, but still weak (held-out F1 {after:.2f}): Segment with it, correct its worst "
-            "errors and fine-tune again, or give a longer budget"
-        )
-    return None
+    """What the user should know and do after a run (the core's verdict, shared with the CLI)."""
+    return finetune_advice(card)

@@ -191,7 +191,9 @@ def _train(model: Model, samples: list, device: torch.device, args: argparse.Nam
 
 
 def _print_result(tuned: Model) -> None:
-    """The held-out F1 before and after, or why there was none."""
+    """The held-out F1 before and after (or why there was none), the working scale, the verdict."""
+    from napari_unet.training.card import finetune_advice  # local: keeps torch out of --help
+
     info = tuned.card["finetune"]
     metrics = tuned.card.get("metrics") or {}
     if "heldout_f1_before" in metrics:
@@ -203,6 +205,25 @@ def _print_result(tuned: Model) -> None:
         )
     else:
         print(f"note: {info['holdout']}", flush=True)
+    zoom = float(tuned.card.get("working_zoom", 1.0))
+    if zoom != 1.0:
+        diameter = float(tuned.card.get("object_diameter", 0.0))
+        print(
+            f"working scale: objects of ~{diameter:.0f} px learnt resized {zoom:.3f}x (to "
+            f"~{diameter * zoom:.0f} px); segment applies the same zoom by itself",
+            flush=True,
+        )
+    post = info.get("postprocess") or {}
+    if post.get("thresholds") == "fitted on the held-back annotation":
+        print(
+            "instance thresholds fitted on the held-back part: F1 "
+            f"{post['heldout_f1_parent_thresholds']:.3f} with the parent's -> "
+            f"{post['heldout_f1_best_thresholds']:.3f}",
+            flush=True,
+        )
+    advice = finetune_advice(tuned.card)
+    if advice:
+        print(f"warning: {advice}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,13 @@ from napari_unet.training.holdout import HeldOutScore
 from napari_unet.training.loop import TrainConfig
 from napari_unet.training.sample import Sample, annotation_summary
 
-__all__ = ["MIN_OBJECTS_FOR_DIAMETER", "finetuned_card", "median_object_diameter", "working_card"]
+__all__ = [
+    "MIN_OBJECTS_FOR_DIAMETER",
+    "finetune_advice",
+    "finetuned_card",
+    "median_object_diameter",
+    "working_card",
+]
 
 MIN_OBJECTS_FOR_DIAMETER = 5
 
@@ -120,3 +126,42 @@ def finetuned_card(
         }
     card["metrics"] = metrics
     return card
+
+
+GAIN = 0.02  # held-out F1 a fine-tune must add before it is called an improvement
+WEAK_F1 = 0.5  # below this held-out F1 a fine-tuned model is called still weak
+_FITTED = "fitted on the held-back annotation"
+
+
+def finetune_advice(card: dict[str, Any]) -> str | None:
+    """What the user should know and do after a fine-tune, or None when the score simply improved.
+
+    The held-out part is the only honest judge there is: when it does not improve, the saved
+    version may be no better than its parent, and the user must hear it plainly together with
+    the two remedies that work (more corrected objects, a longer budget). The widget and the CLI
+    both say it.
+    """
+    m = card.get("metrics") or {}
+    ft = card.get("finetune") or {}
+    if "heldout_f1_before" not in m:
+        return None
+    before, after = float(m["heldout_f1_before"]), float(m["heldout_f1_after"])
+    post = ft.get("postprocess") or {}
+    if post.get("thresholds") == _FITTED:
+        after = max(after, float(post.get("heldout_f1_best_thresholds", after)))
+    if ft.get("best_step", 1) == 0:
+        return (
+            "training did not beat the starting model on your held-back labels, so this version keeps "
+            "its weights: correct more objects (or another image) and fine-tune with a longer budget"
+        )
+    if after < before + GAIN:
+        return (
+            f"no gain on your held-back labels (F1 {before:.2f} \u2192 {after:.2f}): correct more "
+            "objects (or another image) and fine-tune with a longer budget"
+        )
+    if after < WEAK_F1:
+        return (
+            f"better, but still weak (held-out F1 {after:.2f}): segment with it, correct its worst "
+            "errors and fine-tune again, or give a longer budget"
+        )
+    return None
