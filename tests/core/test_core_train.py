@@ -15,6 +15,7 @@ from napari_unet.training.targets import (
     BOUNDARY,
     INTERIOR,
     encode_classes,
+    inner_boundaries,
     touching_zone,
     weight_map,
 )
@@ -37,6 +38,29 @@ def test_encode_classes_separates_touching_objects() -> None:
     from scipy import ndimage as ndi
 
     assert ndi.label(cls == INTERIOR)[1] == 2
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 1), (33, 47), (5, 9, 11)])
+def test_inner_boundaries_are_skimages(shape) -> None:
+    from skimage.segmentation import find_boundaries
+
+    rng = np.random.default_rng(len(shape))
+    coarse = rng.integers(0, 4, size=tuple(max(1, n // 3) for n in shape))
+    lab = np.kron(coarse, np.ones((3,) * len(shape), int))[tuple(slice(0, n) for n in shape)]
+    lab = np.pad(lab, [(0, n - m) for n, m in zip(shape, lab.shape, strict=True)], mode="edge")
+    expected = find_boundaries(lab, mode="inner")
+    assert np.array_equal(inner_boundaries(lab) & (lab > 0), expected)
+
+
+def test_elastic_field_upsampling_is_ndimage_zoom() -> None:
+    from scipy import ndimage as ndi
+
+    from napari_unet.training.augment import _upsampling_matrix
+
+    field = np.random.default_rng(0).normal(0, 6, size=(4, 4)).astype(np.float32)
+    a = _upsampling_matrix(4, 128)
+    expected = ndi.zoom(field, 32, order=3, mode="nearest")[:128, :128]
+    assert np.allclose(a @ field @ a.T, expected, atol=1e-4)
 
 
 def test_touching_zone_and_weights() -> None:

@@ -74,3 +74,54 @@ def test_correct_finetune_and_segment_again_through_the_gui(make_napari_viewer, 
     m = match(truth, np.asarray(again.data), 0.5)
     print(f"after 3 fine-tune steps: {m} F1@0.5 {m.f1:.3f}; {ft.status_label.text()}")
     assert m.f1 >= 0.8, f"three small steps from a good model keep it good, F1 {m.f1:.3f}"
+
+
+def _cells(size: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Large (~44 px), low-contrast, textured cells on a mid-grey background: a world unlike
+    the bundled model's bright nuclei on black (the failure of issue 9, small)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    lab = np.zeros((size, size), np.int32)
+    placed = 0
+    for _ in range(500):
+        cy, cx = rng.integers(26, size - 26, 2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 22**2
+        if (lab[np.maximum(0, cy - 25) : cy + 25, np.maximum(0, cx - 25) : cx + 25] > 0).any():
+            continue
+        placed += 1
+        lab[disc] = placed
+        if placed == n:
+            break
+    texture = rng.normal(0, 25, lab.shape)
+    img = 1000 + 50 * (lab > 0) + texture
+    return img.astype(np.uint16), lab
+
+
+def test_finetune_learns_large_unfamiliar_cells_and_segment_uses_it(make_napari_viewer, qtbot, model_dir) -> None:
+    viewer = make_napari_viewer()
+    _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _, ft = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    train_img, train_lab = _cells(256, 16, seed=1)
+    test_img, test_lab = _cells(256, 16, seed=2)
+    viewer.add_image(test_img, name="other cells")
+    seg.image_combo.setCurrentIndex(seg.image_combo.findText("other cells"))
+    with qtbot.waitSignal(seg.run_finished, timeout=WAIT_MS):
+        seg.segment_button.click()
+    before = match(test_lab, np.asarray(viewer.layers["other cells labels"].data), 0.5).f1
+
+    viewer.add_image(train_img, name="cells")
+    viewer.add_labels(train_lab, name="cells corrected")  # the user's whole corrected image
+    ft.image_combo.setCurrentIndex(ft.image_combo.findText("cells"))
+    ft.labels_combo.setCurrentIndex(ft.labels_combo.findText("cells corrected"))
+    ft.steps_spin.setValue(80)
+    with qtbot.waitSignal(ft.run_finished, timeout=WAIT_MS):
+        ft.finetune_button.click()
+    (saved,) = model_dir.glob("*.pt")
+    assert seg.model_combo.currentData() == str(saved)
+
+    seg.image_combo.setCurrentIndex(seg.image_combo.findText("other cells"))
+    with qtbot.waitSignal(seg.run_finished, timeout=WAIT_MS):
+        seg.segment_button.click()  # no diameter given: the model's working scale applies
+    after = match(test_lab, np.asarray(viewer.layers["other cells labels [2]"].data), 0.5).f1
+    print(f"bundled model F1 {before:.3f}; after 80 steps on one corrected image F1 {after:.3f}")
+    assert before < 0.5 and after >= 0.7, (before, after, ft.status_label.text())

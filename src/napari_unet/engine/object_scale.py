@@ -39,7 +39,10 @@ __all__ = [
     "zoomed_plane",
 ]
 
-MIN_ZOOM, MAX_ZOOM = 0.25, 4.0
+# Objects from ~2x to ~10x the trained diameter reach it (8 px to 200 px for a 20 px model):
+# a 200 px cell kept at 50 px (the former limit 0.25) is a size the nets never learnt well
+# (phase contrast, benchmarks/probe_finetune_scale.py: F1 0.26 with cells at 35 px, 0.38 at 20 px).
+MIN_ZOOM, MAX_ZOOM = 0.1, 4.0
 DEFAULT_TRAINED_DIAMETER = 20.0  # px: median equivalent diameter of the bundled training nuclei
 
 # Z-stacks: seeds are eroded by a ball of this fraction of the object diameter (0.25 x 20 px = 5 px

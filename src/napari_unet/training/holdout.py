@@ -134,7 +134,7 @@ def evaluate_heldout(
     for part in held:
         probs = drain(iter_probabilities(model, part.image, pcfg))
         cls = encode_classes(part.labels).astype(np.intp)
-        w = weight_map(part.labels, cfg.boundary_weight, cfg.touch_weight) * part.mask
+        w = weight_map(part.labels, cfg.boundary_weight, cfg.touch_weight, classes=cls) * part.mask
         p = np.take_along_axis(probs, cls[None], 0)[0]
         loss_sum += float((-np.log(np.clip(p, 1e-7, 1.0)) * w).sum())
         weight_sum += float(w.sum())

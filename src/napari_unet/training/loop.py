@@ -84,11 +84,12 @@ def make_batch(
         s = samples[rng.choice(len(samples), p=probabilities)]
         img, lab, msk = random_crop(s.image, s.labels, s.mask, cfg.crop, rng, cfg.augment, s.centers)
         img = jitter_intensity(img, rng, cfg.augment)
-        w = weight_map(lab, cfg.boundary_weight, cfg.touch_weight)
+        cls = encode_classes(lab)
+        w = weight_map(lab, cfg.boundary_weight, cfg.touch_weight, classes=cls)
         if msk is not None:
             w[~msk] = 0.0
         imgs.append(img)
-        classes.append(encode_classes(lab))
+        classes.append(cls)
         weights.append(w)
     return (
         torch.from_numpy(np.stack(imgs)),

@@ -35,7 +35,7 @@ from napari_unet.training.sample import Sample
 __all__ = ["choose_working_zoom", "reestimate_batchnorm", "rescale_samples"]
 
 SKIP_WITHIN = 0.1  # zooms within 10% of 1 are not worth the resampling
-BATCHNORM_BATCHES = 16  # crops seen to re-estimate BatchNorm statistics (16 x 8 = 128 crops)
+BATCHNORM_BATCHES = 8  # batches seen to re-estimate BatchNorm statistics (8 x 8 = 64 crops: a few seconds)
 
 
 def choose_working_zoom(parent: Model, samples: Sequence[Sample]) -> float:
