@@ -10,9 +10,11 @@ of the same set through the public ``segment`` (no diameter given: the card's wo
 applies by itself). It prints F1@0.5 and the pixel IoU of the labels (foreground vs foreground)
 per run and one table of means over the seeds.
 
-* ``start``: ``bundled`` fine-tunes the bundled nuclei model; ``scratch`` trains the same
-  architecture from random weights with the same recipe (what ``finetune`` does for a
-  ``Model(UNet(config), card)`` whose BatchNorm has never seen data).
+* ``start``: ``bundled`` fine-tunes the bundled nuclei model (``start="parent"``); ``scratch``
+  trains the same architecture from random weights with the same recipe (``start="scratch"``).
+  The default, ``start="auto"``, picks one of the two by the rule of
+  :func:`napari_unet.training.finetune.start_from_scratch` (the parent's held-out F1 before
+  training); each run's line says which it would pick.
 * ``annotation``: ``dense`` gives whole corrected images; ``half`` labels only the top half of
   every training image and marks the bottom half with the ignore label.
 * datasets (folders under ``--data``, not part of the repository): ``phase`` =
@@ -31,7 +33,7 @@ import argparse
 import platform
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -43,7 +45,8 @@ import napari_unet
 from napari_unet.engine.metrics import Matching, match
 from napari_unet.models.model_file import Model
 from napari_unet.models.registry import load_model
-from napari_unet.models.unet import UNet
+from napari_unet.training.finetune import FINETUNE_DEFAULTS, start_from_scratch
+from napari_unet.training.holdout import HeldOutScore
 
 DATASETS = {
     "phase": ("usiigaci-phase-dev", None),
@@ -102,6 +105,7 @@ class Run:
     best_step: int
     heldout: str
     seconds: float
+    default_picks: str
 
 
 def one_run(
@@ -115,11 +119,7 @@ def one_run(
     seed: int,
     by_steps: bool,
 ) -> Run:
-    if start == "scratch":
-        torch.manual_seed(seed)
-        base = Model(UNet(parent.config), dict(parent.card))
-    else:
-        base = parent
+    config = replace(FINETUNE_DEFAULTS, start="scratch" if start == "scratch" else "parent")
     images = [img for _, img, _ in train]
     ignore = None
     labels = [lab for _, _, lab in train]
@@ -128,13 +128,14 @@ def one_run(
         labels = [half_annotated(lab, ignore) for lab in labels]
     t0 = time.perf_counter()
     tuned = napari_unet.finetune(
-        base,
+        parent,
         images,
         labels,
         axes="YX",
         ignore_label=ignore,
         device="cpu",
         seed=seed,
+        config=config,
         time_budget=None if by_steps else budget,
         steps=int(budget) if by_steps else None,
     )
@@ -144,6 +145,12 @@ def one_run(
     nan = float("nan")
     heldout = f"{metrics.get('heldout_f1_before', nan):.2f}->{metrics.get('heldout_f1_after', nan):.2f}"
     f1, iou = score(tuned, test)
+    picks = ""
+    if "heldout_f1_before" in metrics:  # what the default (start="auto") does with this parent
+        before = HeldOutScore(
+            metrics["heldout_loss_before"], metrics["heldout_f1_before"], metrics["heldout_objects"]
+        )
+        picks = "scratch" if start_from_scratch(FINETUNE_DEFAULTS, before) else "bundled"
     return Run(
         name,
         budget,
@@ -156,6 +163,7 @@ def one_run(
         int(ft.get("best_step", 0)),
         heldout,
         seconds,
+        picks,
     )
 
 

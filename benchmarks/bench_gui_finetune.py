@@ -1,6 +1,7 @@
 """How responsive napari stays while the Fine-tune widget trains (with live previews).
 
-    xvfb-run -a .venv/bin/python benchmarks/bench_gui_finetune.py [--budget 30] [--model PATH] [--profile-start]
+    xvfb-run -a .venv/bin/python benchmarks/bench_gui_finetune.py [--budget 30] [--model PATH]
+        [--profile-start] [--stop-after S]
 
 Opens a shown viewer with the ``nuclei_2d`` sample, docks Segment and Fine-tune, segments,
 paints one correction with the Labels API the brush uses, then fine-tunes the bundled model
@@ -92,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
         marks["click"] = time.perf_counter()
         ft.finetune_button.click()
         marks["started"] = time.perf_counter()
+        if args.stop_after:
+            QTimer.singleShot(int(args.stop_after * 1000), press_stop)
+
+    def press_stop() -> None:
+        marks["stop"] = time.perf_counter()
+        ft.stop_button.click()
 
     def finished() -> None:
         marks["finished"] = time.perf_counter()
@@ -148,6 +155,17 @@ def run(args: argparse.Namespace) -> int:
         f"({steps / max(float(info.get('seconds', 1)), 1e-9):.2f} steps/s incl. scoring, previews), "
         f"{ft.preview.shown} previews, {ft.loss_plot.draws} plot redraws"
     )
+    if "stop" in marks:
+        steps_t = [b for n, _, b in spans if n == "step handler"]
+        last = max(steps_t, default=marks["stop"])
+        print(
+            f"Stop pressed at +{marks['stop'] - click_t:.1f} s: last step shown "
+            f"{last - marks['stop']:+.2f} s after it, run over (scored, saved, selected) "
+            f"{fin_t - marks['stop']:.2f} s after it"
+        )
+    shown = [a for n, a, _ in spans if n == "write preview into its layer"]
+    if shown:
+        print(f"first preview on screen {min(shown) - click_t:.1f} s after the click")
     print(f"status: {ft.status_label.text()}")
     print(
         f"click response (start handler {1000 * (marks['started'] - click_t):.0f} ms): "
@@ -191,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=30.0, help="seconds of training")
     ap.add_argument("--model", default=None, help="model file (default: the bundled model)")
     ap.add_argument("--profile-start", action="store_true", help="print a profile of the click")
+    ap.add_argument("--stop-after", type=float, default=None, help="press Stop this many s after the click")
     return run(ap.parse_args(argv))
 
 

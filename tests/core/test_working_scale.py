@@ -228,3 +228,31 @@ def test_the_default_recipe_learns_large_low_contrast_objects(nuclei_parent) -> 
 def test_the_former_recipe_did_not(nuclei_parent) -> None:
     iou, _ = foreground_iou(FORMER, nuclei_parent)
     assert iou < 0.35, f"the former recipe now learns these objects (IoU {iou:.2f}): re-check the test"
+
+
+def test_auto_start_uses_random_weights_only_when_the_parent_finds_nothing() -> None:
+    from napari_unet.training.finetune import start_from_scratch
+    from napari_unet.training.holdout import HeldOutScore
+
+    auto = replace(FINETUNE_DEFAULTS, start="auto")
+    assert start_from_scratch(auto, HeldOutScore(1.0, 0.0, 16))
+    assert not start_from_scratch(auto, HeldOutScore(1.0, 0.36, 51))  # EM: the parent helps
+    assert not start_from_scratch(auto, HeldOutScore(1.0, 0.0, 3))  # too few objects to judge
+    assert not start_from_scratch(auto, None)
+    assert start_from_scratch(replace(auto, start="scratch"), HeldOutScore(1.0, 0.9, 50))
+    assert not start_from_scratch(replace(auto, start="parent"), HeldOutScore(1.0, 0.0, 50))
+    with pytest.raises(ValueError, match="start must be"):
+        start_from_scratch(replace(auto, start="nuclei"), None)
+
+
+def test_a_scratch_start_trains_random_weights_and_says_so(nuclei_parent) -> None:
+    img, lab = discs(size=192, radius=20, n=10, seed=1)
+    samples = samples_from_arrays(img, lab, nuclei_parent, axes="YX")
+    run = replace(
+        FINETUNE_DEFAULTS, start="scratch", steps=2, time_budget=None, crop=64, batch_size=2, amp=False
+    )
+    tuned = drain(iter_finetune(nuclei_parent, samples, run, device="cpu", holdout=0.0))
+    assert tuned.card["finetune"]["start"] == "random weights (asked)"
+    first = next(iter(nuclei_parent.net.state_dict()))
+    new, old = tuned.net.state_dict()[first], nuclei_parent.net.state_dict()[first]
+    assert (new - old).norm() > 0.5 * old.norm(), "two small steps from the parent stay near it"

@@ -97,7 +97,9 @@ def _cells(size: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return img.astype(np.uint16), lab
 
 
-def test_finetune_learns_large_unfamiliar_cells_and_segment_uses_it(make_napari_viewer, qtbot, model_dir) -> None:
+def test_finetune_learns_large_unfamiliar_cells_and_segment_uses_it(
+    make_napari_viewer, qtbot, model_dir
+) -> None:
     viewer = make_napari_viewer()
     _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
     _, ft = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")

@@ -59,6 +59,7 @@ class TrainConfig:
     working_scale: bool = False  # resize the images so objects have the parent's trained size
     adapt_batchnorm: bool = False  # re-estimate BatchNorm statistics on the new images first
     calibrate_postprocess: bool = False  # fit the instance thresholds on the held-back annotation
+    start: str = "parent"  # "parent", "scratch" (random weights) or "auto" (finetune.start_from_scratch)
 
 
 @dataclass(frozen=True)
