@@ -14,7 +14,7 @@ per run and one table of means over the seeds.
   trains the same architecture from random weights with the same recipe (``start="scratch"``).
   The default, ``start="auto"``, picks one of the two by the rule of
   :func:`napari_unet.training.finetune.start_from_scratch` (the parent's held-out F1 before
-  training); each run's line says which it would pick.
+  training and the number of steps the budget allows); each run's line says which it would pick.
 * ``annotation``: ``dense`` gives whole corrected images; ``half`` labels only the top half of
   every training image and marks the bottom half with the ignore label.
 * datasets (folders under ``--data``, not part of the repository): ``phase`` =
@@ -150,7 +150,8 @@ def one_run(
         before = HeldOutScore(
             metrics["heldout_loss_before"], metrics["heldout_f1_before"], metrics["heldout_objects"]
         )
-        picks = "scratch" if start_from_scratch(FINETUNE_DEFAULTS, before) else "bundled"
+        steps = int(ft.get("steps", 0))  # the run's own pace stands for the default's estimate
+        picks = "scratch" if start_from_scratch(FINETUNE_DEFAULTS, before, steps) else "bundled"
     return Run(
         name,
         budget,

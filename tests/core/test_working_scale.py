@@ -235,7 +235,14 @@ def test_auto_start_uses_random_weights_only_when_the_parent_finds_nothing() -> 
     from napari_unet.training.holdout import HeldOutScore
 
     auto = replace(FINETUNE_DEFAULTS, start="auto")
+    from napari_unet.training.finetune import MIN_SCRATCH_STEPS, planned_steps
+
     assert start_from_scratch(auto, HeldOutScore(1.0, 0.0, 16))
+    assert not start_from_scratch(auto, HeldOutScore(1.0, 0.0, 16), steps=MIN_SCRATCH_STEPS - 1)  # short run
+    budget = replace(auto, steps=None, time_budget=120.0)
+    assert planned_steps(budget, 0.1) == pytest.approx(400.0)  # a step ~ 3 forward passes
+    assert planned_steps(replace(budget, steps=50), 0.1) == 50
+    assert planned_steps(budget, None) == 0.0  # pace unknown: keep the parent
     assert not start_from_scratch(auto, HeldOutScore(1.0, 0.36, 51))  # EM: the parent helps
     assert not start_from_scratch(auto, HeldOutScore(1.0, 0.0, 3))  # too few objects to judge
     assert not start_from_scratch(auto, None)

@@ -121,6 +121,9 @@ def test_result_advice_tells_the_truth() -> None:
     assert fp.result_advice(card(0.0, 0.3, post=fitted)) is None
     assert "0.70 with thresholds fitted" in fp.result_summary(card(0.0, 0.3, post=fitted))
     assert fp.result_advice({"finetune": {"holdout": "too little annotation"}}) is None
+    scratch = card(0.0, 0.6)
+    scratch["finetune"]["start"] = "random weights (the parent found none of your held-back objects)"
+    assert "trained from random weights" in fp.result_summary(scratch)
 
 
 def _tiny():

@@ -401,6 +401,8 @@ def result_summary(card: dict[str, Any]) -> str:
         post = ft.get("postprocess") or {}
         if post.get("thresholds") == "fitted on the held-back annotation":
             text += f", {post['heldout_f1_best_thresholds']:.2f} with thresholds fitted on it"
+        if ft.get("start"):
+            text += f"; trained from {ft['start']}"
         return text
     return str(ft.get("holdout") or "no held-out score")
 

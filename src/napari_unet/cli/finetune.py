@@ -205,6 +205,8 @@ def _print_result(tuned: Model) -> None:
         )
     else:
         print(f"note: {info['holdout']}", flush=True)
+    if info.get("start"):
+        print(f"trained from {info['start']}", flush=True)
     zoom = float(tuned.card.get("working_zoom", 1.0))
     if zoom != 1.0:
         diameter = float(tuned.card.get("object_diameter", 0.0))

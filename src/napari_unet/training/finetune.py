@@ -8,6 +8,7 @@ way, and returns the copy with the best held-out weights and a card saying where
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -27,14 +28,21 @@ from napari_unet.training.card import finetuned_card, working_card
 from napari_unet.training.holdout import HeldOutScore, evaluate_heldout, split_holdout
 from napari_unet.training.loop import TrainConfig, TrainStep, iter_train
 from napari_unet.training.sample import NoAnnotationError, Sample
-from napari_unet.training.working_scale import choose_working_zoom, reestimate_batchnorm, rescale_samples
+from napari_unet.training.working_scale import (
+    BATCHNORM_BATCHES,
+    choose_working_zoom,
+    reestimate_batchnorm,
+    rescale_samples,
+)
 
 __all__ = [
     "FINETUNE_DEFAULTS",
+    "MIN_SCRATCH_STEPS",
     "SCRATCH_BELOW_F1",
     "FinetuneStep",
     "finetune",
     "iter_finetune",
+    "planned_steps",
     "start_from_scratch",
 ]
 
@@ -58,11 +66,13 @@ __all__ = [
 #   holds several objects.
 # * The best weights by held-out loss are kept (the parent's included), so a fine-tune never
 #   returns something worse on the held-out annotation than what it started from.
-# * Random weights instead of the parent's when the parent finds none of the user's objects
-#   (start="auto", start_from_scratch): its features then belong to another world and are a
-#   worse start than none. Phase contrast, 120 s: F1 0.43 from the nuclei model against 0.54
-#   from random weights (the nuclei model's held-out F1 before training: 0.00); EM, where the
-#   nuclei model finds some profiles (held-out F1 0.36): 0.76 from it against 0.73.
+# * Random weights instead of the parent's when the parent finds none of the user's objects and
+#   the run is long enough (start="auto", start_from_scratch): the parent's features then
+#   belong to another world and, given a few hundred steps, are a worse start than none; in a
+#   short run they still give a head start. Phase contrast (the nuclei model's held-out F1
+#   before training 0.00): ~250 steps (120 s) F1 0.43 from the nuclei model against 0.54 from
+#   random weights; ~50-80 steps (30-60 s) 0.22-0.27 against 0.05-0.08. EM, where the nuclei
+#   model finds some profiles (held-out F1 0.36): 0.76 from it against 0.73 from random weights.
 # * The instance thresholds are fitted on the held-back annotation when it holds enough objects
 #   and the gain is clear (calibrate.py): a net that learnt large cells well can still leave
 #   their interior under the parent's seed threshold.
@@ -82,22 +92,41 @@ FINETUNE_DEFAULTS = TrainConfig(
 )
 
 SCRATCH_BELOW_F1 = 0.1  # a parent under this held-out F1 finds (next to) none of the user's objects
+MIN_SCRATCH_STEPS = 200  # random weights need this many updates to overtake a mismatched parent
+STEP_PER_FORWARD = 3.0  # a training step costs ~3 forward passes of its batch (measured 2.7-3.0)
 
 
-def start_from_scratch(config: TrainConfig, before: HeldOutScore | None) -> bool:
+def planned_steps(config: TrainConfig, forward_seconds: float | None) -> float:
+    """The number of steps a run will make (0 if unknown).
+
+    That is its step limit, or its time budget divided by the step time estimated from one
+    forward pass of a batch (``forward_seconds``), whichever is smaller.
+    """
+    estimates = [float(config.steps)] if config.steps else []
+    if config.time_budget and forward_seconds:
+        estimates.append(config.time_budget / (STEP_PER_FORWARD * forward_seconds))
+    elif config.time_budget:
+        return 0.0  # no pace measured: too little is known to leave the parent
+    return min(estimates, default=0.0)
+
+
+def start_from_scratch(config: TrainConfig, before: HeldOutScore | None, steps: float = math.inf) -> bool:
     """Whether to train random weights rather than the parent's (the rule of ``start="auto"``).
 
     Only the held-back annotation can tell whether the parent's features fit the user's images.
     When it holds enough objects (``MIN_OBJECTS``) and the parent finds almost none of them
     (F1 under ``SCRATCH_BELOW_F1``, after its BatchNorm statistics were re-estimated on the new
-    images), the parent's weights are a worse start than random ones. With too little held back
-    to judge, the parent is kept.
+    images), its weights are a worse start than random ones, but only for a run long enough
+    for random weights to learn (``steps`` at least ``MIN_SCRATCH_STEPS``): in a short run the
+    parent's generic features still give a head start. With too little held back to judge, the
+    parent is kept.
     """
     if config.start in ("parent", "scratch"):
         return config.start == "scratch"
     if config.start != "auto":
         raise ValueError(f"start must be 'parent', 'scratch' or 'auto', not {config.start!r}")
-    return before is not None and before.objects >= MIN_OBJECTS and before.f1 < SCRATCH_BELOW_F1
+    finds_nothing = before is not None and before.objects >= MIN_OBJECTS and before.f1 < SCRATCH_BELOW_F1
+    return finds_nothing and steps >= MIN_SCRATCH_STEPS
 
 
 def _reinitialise(net: nn.Module, seed: int) -> None:
@@ -185,11 +214,14 @@ def iter_finetune(
     work.card.update(working_card(model, native, zoom))  # previews during training see the scale
     work.net.to(dev)
     train_samples, held, note = split_holdout(samples, holdout)
+    forward_seconds = None
     if config.adapt_batchnorm:
-        reestimate_batchnorm(work.net, train_samples, config, seed=config.seed)
+        t_bn = time.perf_counter()
+        if reestimate_batchnorm(work.net, train_samples, config, seed=config.seed):
+            forward_seconds = (time.perf_counter() - t_bn) / BATCHNORM_BATCHES
     before = evaluate_heldout(work, held, config, dev) if held else None
     best_state, best, best_step = _snapshot(work.net), before, 0  # the parent stays a candidate
-    scratch = start_from_scratch(config, before)
+    scratch = start_from_scratch(config, before, planned_steps(config, forward_seconds))
     if scratch:
         _reinitialise(work.net, config.seed)
         config = replace(config, freeze_batchnorm=False)  # no statistics to keep
