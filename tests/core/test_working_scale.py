@@ -256,7 +256,14 @@ def test_a_scratch_start_trains_random_weights_and_says_so(nuclei_parent) -> Non
     img, lab = discs(size=192, radius=20, n=10, seed=1)
     samples = samples_from_arrays(img, lab, nuclei_parent, axes="YX")
     run = replace(
-        FINETUNE_DEFAULTS, start="scratch", steps=2, time_budget=None, crop=64, batch_size=2, amp=False
+        FINETUNE_DEFAULTS,
+        start="scratch",
+        seed=1,
+        steps=2,
+        time_budget=None,
+        crop=64,
+        batch_size=2,
+        amp=False,
     )
     tuned = drain(iter_finetune(nuclei_parent, samples, run, device="cpu", holdout=0.0))
     assert tuned.card["finetune"]["start"] == "random weights (asked)"
