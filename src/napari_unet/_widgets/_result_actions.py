@@ -67,13 +67,12 @@ class ResultActions(QWidget):
         advice = fp.result_advice(card)
         if advice:
             summary = f"{summary}. {advice[0].upper()}{advice[1:]}"
-            _notify.warning(f"fine-tuning: {advice}")
         if outcome.saved is not None:
-            self._saved(outcome.saved, summary)
+            self._saved(outcome.saved, summary, advice)
         else:
             self._save_failed(outcome.save_error or "unknown error", summary)
 
-    def _saved(self, info: Any, summary: str) -> None:
+    def _saved(self, info: Any, summary: str, advice: str | None = None) -> None:
         if self.model is not None:
             self.model.card["name"] = info.name  # as in the saved file
             with contextlib.suppress(OSError):
@@ -83,7 +82,12 @@ class ResultActions(QWidget):
         self.segment_again_button.setEnabled(True)
         self.save_again_button.setVisible(False)
         self._status.setText(f"{summary}. Saved and selected in Segment as '{info.name}'.")
-        _notify.info(f"fine-tuned model saved as {info.name} ({fp.result_summary(self.model.card)})")
+        # one notification (each costs the GUI thread a few ms): a warning when the run did not help
+        text = f"fine-tuned model saved as {info.name} ({fp.result_summary(self.model.card)})"
+        if advice:
+            _notify.warning(f"{text}: {advice}")
+        else:
+            _notify.info(text)
 
     def _save_failed(self, error: str, summary: str) -> None:
         _notify.error(f"fine-tuned model not saved: {error}")
