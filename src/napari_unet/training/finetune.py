@@ -71,7 +71,8 @@ __all__ = [
 #   belong to another world and, given a few hundred steps, are a worse start than none; in a
 #   short run they still give a head start. Phase contrast (the nuclei model's held-out F1
 #   before training 0.00): ~250 steps (120 s) F1 0.43 from the nuclei model against 0.54 from
-#   random weights; ~50-80 steps (30-60 s) 0.22-0.27 against 0.05-0.08. EM, where the nuclei
+#   random weights (seed 0; seed 1: 0.30 against 0.29), ~550 steps 0.65 against 0.72;
+#   ~50-80 steps (30-60 s) 0.22-0.27 against 0.05-0.08. EM, where the nuclei
 #   model finds some profiles (held-out F1 0.36): 0.76 from it against 0.73 from random weights.
 # * The instance thresholds are fitted on the held-back annotation when it holds enough objects
 #   and the gain is clear (calibrate.py): a net that learnt large cells well can still leave
