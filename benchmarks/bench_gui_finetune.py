@@ -11,7 +11,7 @@ lateness (target: max under 50 ms). To say *why* a tick was late it also records
 * a 1 ms sleeper thread in this process (late = another thread held the GIL) and one in
   another process (late = the CPU was busy; this machine may be shared);
 * the widget's main-thread handlers (a yielded step, the throttled redraw, the loss plot
-  draw, writing a preview into its layer) with their durations.
+  draw, writing a preview into its layer, the notification at the end) with their durations.
 
 Prints the figures (max / p99 lateness, steps/s, previews) and the machine.
 """
@@ -76,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
                 pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
 
     ft.start = timed("start (copy layers, start worker)", start)
+    from napari_unet._widgets import _notify
+
+    for kind in ("info", "warning"):  # napari's notification toast, timed on its own
+        setattr(_notify, kind, timed(f"notification ({kind})", getattr(_notify, kind)))
     ft.finetune_button.clicked.disconnect()
     ft.finetune_button.clicked.connect(lambda: ft.start())
     ft.budget_spin.setValue(args.budget)
