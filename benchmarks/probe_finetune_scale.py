@@ -33,15 +33,16 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
-import tifffile
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_finetune_real import load  # the dev sets' reader, shared
 from napari_unet.common.generators import drain
 from napari_unet.engine.config import PredictConfig
 from napari_unet.engine.inference import iter_probabilities
@@ -56,21 +57,6 @@ from napari_unet.training import working_scale as ws
 from napari_unet.training.annotations import samples_from_arrays
 from napari_unet.training.card import median_object_diameter
 from napari_unet.training.finetune import FINETUNE_DEFAULTS, iter_finetune
-
-
-def read(path: Path) -> np.ndarray:
-    return tifffile.imread(path) if path.suffix.lower() in (".tif", ".tiff") else iio.imread(path)
-
-
-def load(folder: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    out = []
-    for img_path in sorted((folder / "images").iterdir()):
-        mask = next((folder / "masks").glob(img_path.stem + ".*"))
-        img = read(img_path)
-        if img.ndim == 3:
-            img = img[..., 0] if img.shape[-1] in (3, 4) else img[0]
-        out.append((img_path.stem, img.astype(np.float32), read(mask).astype(np.int32)))
-    return out
 
 
 def foreground(model: Model, img: np.ndarray, zoom: float | None) -> np.ndarray:
@@ -123,10 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group", default=None, help="only images of this HxW (one DSB experiment)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    data = load(args.data)
-    if args.group:
-        hw = tuple(int(v) for v in args.group.lower().split("x"))
-        data = [d for d in data if d[1].shape == hw]
+    group = tuple(int(v) for v in args.group.lower().split("x")) if args.group else None
+    data = [(name, img.astype(np.float32), lab) for name, img, lab in load(args.data, group)]
     train, test = data[: args.train], data[args.train : args.train + args.test]
     parent = load_model()
     native = [s for _, img, lab in train for s in samples_from_arrays(img, lab, parent, axes="YX")]

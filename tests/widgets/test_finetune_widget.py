@@ -109,18 +109,20 @@ def test_preview_window_and_progress() -> None:
 
 
 def test_result_advice_tells_the_truth() -> None:
+    from napari_unet.training.card import finetune_advice
+
     def card(before, after, best_step=40, post=None):
         ft = {"best_step": best_step, **({"postprocess": post} if post else {})}
         return {"metrics": {"heldout_f1_before": before, "heldout_f1_after": after}, "finetune": ft}
 
-    assert fp.result_advice(card(0.5, 0.75)) is None
-    assert "no gain" in fp.result_advice(card(0.0, 0.01))
-    assert "did not beat the starting model" in fp.result_advice(card(0.3, 0.3, best_step=0))
-    assert "still weak" in fp.result_advice(card(0.0, 0.3))
+    assert finetune_advice(card(0.5, 0.75)) is None
+    assert "no gain" in finetune_advice(card(0.0, 0.01))
+    assert "did not beat the starting model" in finetune_advice(card(0.3, 0.3, best_step=0))
+    assert "still weak" in finetune_advice(card(0.0, 0.3))
     fitted = {"thresholds": "fitted on the held-back annotation", "heldout_f1_best_thresholds": 0.7}
-    assert fp.result_advice(card(0.0, 0.3, post=fitted)) is None
+    assert finetune_advice(card(0.0, 0.3, post=fitted)) is None
     assert "0.70 with thresholds fitted" in fp.result_summary(card(0.0, 0.3, post=fitted))
-    assert fp.result_advice({"finetune": {"holdout": "too little annotation"}}) is None
+    assert finetune_advice({"finetune": {"holdout": "too little annotation"}}) is None
     scratch = card(0.0, 0.6)
     scratch["finetune"]["start"] = "random weights (the parent found none of your held-back objects)"
     assert "trained from random weights" in fp.result_summary(scratch)

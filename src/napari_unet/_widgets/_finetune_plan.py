@@ -36,7 +36,7 @@ from napari_unet.engine.setup import default_params
 from napari_unet.models.registry import ModelSaveError, save_version
 from napari_unet.training import finetune as training_finetune
 from napari_unet.training.annotations import samples_from_arrays
-from napari_unet.training.card import finetune_advice
+from napari_unet.training.card import fitted_thresholds
 from napari_unet.training.finetune import FINETUNE_DEFAULTS
 from napari_unet.training.sample import annotation_summary
 
@@ -398,15 +398,10 @@ def result_summary(card: dict[str, Any]) -> str:
             f"held-out F1 {m['heldout_f1_before']:.2f} \u2192 {m['heldout_f1_after']:.2f} "
             f"({m.get('heldout_objects', 0)} objects)"
         )
-        post = ft.get("postprocess") or {}
-        if post.get("thresholds") == "fitted on the held-back annotation":
+        post = fitted_thresholds(card)
+        if post is not None:
             text += f", {post['heldout_f1_best_thresholds']:.2f} with thresholds fitted on it"
         if ft.get("start"):
             text += f"; trained from {ft['start']}"
         return text
     return str(ft.get("holdout") or "no held-out score")
-
-
-def result_advice(card: dict[str, Any]) -> str | None:
-    """What the user should know and do after a run (the core's verdict, shared with the CLI)."""
-    return finetune_advice(card)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
 from napari_unet.models.registry import ModelSaveError, save_version
+from napari_unet.training.card import finetune_advice
 
 from . import _dialogs, _notify
 from . import _finetune_plan as fp
@@ -64,7 +65,7 @@ class ResultActions(QWidget):
         summary = (
             f"{how}: {ft.get('steps', 0)} steps in {ft.get('seconds', 0):.0f} s; {fp.result_summary(card)}"
         )
-        advice = fp.result_advice(card)
+        advice = finetune_advice(card)  # the core's verdict, the CLI says the same
         if advice:
             summary = f"{summary}. {advice[0].upper()}{advice[1:]}"
         if outcome.saved is not None:

@@ -192,7 +192,10 @@ def _train(model: Model, samples: list, device: torch.device, args: argparse.Nam
 
 def _print_result(tuned: Model) -> None:
     """The held-out F1 before and after (or why there was none), the working scale, the verdict."""
-    from napari_unet.training.card import finetune_advice  # local: keeps torch out of --help
+    from napari_unet.training.card import (  # local: keeps torch out of --help
+        finetune_advice,
+        fitted_thresholds,
+    )
 
     info = tuned.card["finetune"]
     metrics = tuned.card.get("metrics") or {}
@@ -215,8 +218,8 @@ def _print_result(tuned: Model) -> None:
             f"~{diameter * zoom:.0f} px); segment applies the same zoom by itself",
             flush=True,
         )
-    post = info.get("postprocess") or {}
-    if post.get("thresholds") == "fitted on the held-back annotation":
+    post = fitted_thresholds(tuned.card)
+    if post is not None:
         print(
             "instance thresholds fitted on the held-back part: F1 "
             f"{post['heldout_f1_parent_thresholds']:.3f} with the parent's -> "

@@ -20,9 +20,11 @@ from napari_unet.training.loop import TrainConfig
 from napari_unet.training.sample import Sample, annotation_summary
 
 __all__ = [
+    "FITTED",
     "MIN_OBJECTS_FOR_DIAMETER",
     "finetune_advice",
     "finetuned_card",
+    "fitted_thresholds",
     "median_object_diameter",
     "working_card",
 ]
@@ -130,7 +132,13 @@ def finetuned_card(
 
 GAIN = 0.02  # held-out F1 a fine-tune must add before it is called an improvement
 WEAK_F1 = 0.5  # below this held-out F1 a fine-tuned model is called still weak
-_FITTED = "fitted on the held-back annotation"
+FITTED = "fitted on the held-back annotation"  # card["finetune"]["postprocess"]["thresholds"]
+
+
+def fitted_thresholds(card: dict[str, Any]) -> dict[str, Any] | None:
+    """The card's record of thresholds fitted on the held-back part, or None if none were adopted."""
+    post = (card.get("finetune") or {}).get("postprocess") or {}
+    return post if post.get("thresholds") == FITTED else None
 
 
 def finetune_advice(card: dict[str, Any]) -> str | None:
@@ -146,8 +154,8 @@ def finetune_advice(card: dict[str, Any]) -> str | None:
     if "heldout_f1_before" not in m:
         return None
     before, after = float(m["heldout_f1_before"]), float(m["heldout_f1_after"])
-    post = ft.get("postprocess") or {}
-    if post.get("thresholds") == _FITTED:
+    post = fitted_thresholds(card)
+    if post is not None:
         after = max(after, float(post.get("heldout_f1_best_thresholds", after)))
     if ft.get("best_step", 1) == 0:
         return (

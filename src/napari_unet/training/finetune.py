@@ -24,7 +24,7 @@ from napari_unet.models.model_file import Model
 from napari_unet.models.registry import load_model
 from napari_unet.training.annotations import samples_from_arrays
 from napari_unet.training.calibrate import MIN_OBJECTS, calibrate_postprocess
-from napari_unet.training.card import finetuned_card, working_card
+from napari_unet.training.card import FITTED, finetuned_card, working_card
 from napari_unet.training.holdout import HeldOutScore, evaluate_heldout, split_holdout
 from napari_unet.training.loop import TrainConfig, TrainStep, iter_train
 from napari_unet.training.sample import NoAnnotationError, Sample
@@ -292,7 +292,7 @@ def iter_finetune(
     if calibration is not None:
         work.card["postprocess"] = {**work.card.get("postprocess", {}), **asdict(calibration.params)}
         work.card["finetune"]["postprocess"] = {
-            "thresholds": "fitted on the held-back annotation" if calibration.adopted else "parent's",
+            "thresholds": FITTED if calibration.adopted else "parent's",
             "heldout_objects": calibration.objects,
             "heldout_f1_parent_thresholds": round(calibration.f1_parent, 4),
             "heldout_f1_best_thresholds": round(calibration.f1_chosen, 4),
