@@ -572,3 +572,37 @@ def test_request_refusals_say_why_without_a_display() -> None:
     written = _plan.remember(None, _plan.fingerprint(flat))
     with pytest.raises(Refusal, match="exactly what Segment wrote"):
         request(layer(np.zeros((8, 8)), "img"), layer(flat, "lab"), "YX", written)
+
+
+def test_preview_writes_redraw_only_their_window(make_napari_viewer, qtbot) -> None:
+    """Each preview re-colours just its rectangle (napari's partial update), and what napari
+    shows stays what a full refresh would show: the old window cleared, the new one drawn, and
+    a window written on a plane not on screen is drawn when that plane is shown."""
+    from napari.layers import Labels  # widget tests import napari lazily (test collection stays fast)
+
+    from napari_unet._widgets._preview import PreviewLayer
+
+    viewer = make_napari_viewer(show=True)  # napari's texture exists once the canvas is shown
+    labels = viewer.add_labels(np.zeros((2, 300, 300), np.int32), name="cells labels")
+    preview = PreviewLayer(viewer)
+    preview.begin(labels, "cells")
+    layer = preview.layer()
+    assert isinstance(layer, Labels) and layer.name == "cells preview"
+
+    def shown_matches_data() -> bool:
+        plane = int(viewer.dims.current_step[0])
+        return np.array_equal(layer._slice.image.view, layer.colormap._data_to_texture(layer.data[plane]))
+
+    viewer.dims.set_current_step(0, 0)
+    qtbot.wait(200)  # drawn once: the layer's texture exists
+    refreshes = []
+    layer.events.set_data.connect(lambda e: refreshes.append(e))
+    preview.show(fp.PreviewResult((0,), (10, 110, 20, 120), np.full((100, 100), 3, np.int32), 0.0))
+    preview.show(fp.PreviewResult((0,), (150, 250, 160, 260), np.full((100, 100), 5, np.int32), 0.0))
+    assert not layer.data[0, 10:110, 20:120].any() and (layer.data[0, 150:250, 160:260] == 5).all()
+    assert shown_matches_data()
+    assert refreshes == [], "no whole-layer refresh"
+    preview.show(fp.PreviewResult((1,), (0, 100, 0, 100), np.full((100, 100), 7, np.int32), 0.0))
+    assert not layer.data[0].any() and shown_matches_data()
+    viewer.dims.set_current_step(0, 1)
+    assert (layer.data[1, :100, :100] == 7).all() and shown_matches_data()

@@ -128,19 +128,53 @@ class PreviewLayer:
         return layer
 
     def show(self, result: fp.PreviewResult) -> None:
-        """Write the preview window into the preview layer (the previous window is cleared)."""
+        """Write the preview window into the preview layer (the previous window is cleared).
+
+        Only the changed rectangle is re-coloured and sent to the GPU (:func:`redraw_window`):
+        a whole-layer refresh costs 8-15 ms of the GUI thread on a 512 px plane and 30-150 ms
+        on a 2048 px one, this 2 ms at any size (measured under Xvfb)."""
         layer = self.layer()
         if layer is None:
             return
         y0, y1, x0, x1 = result.window
         data = layer.data
-        if self._last_window is not None:
-            plane, (a, b, c, d) = self._last_window
-            data[plane][a:b, c:d] = 0
         values = result.labels
         if values.max(initial=0) > np.iinfo(data.dtype).max:
             values = values % np.iinfo(data.dtype).max  # a preview: colours only, ids may wrap
+        box = (y0, y1, x0, x1)
+        if self._last_window is not None:
+            plane, (a, b, c, d) = self._last_window
+            data[plane][a:b, c:d] = 0
+            if plane == result.plane:
+                box = (min(a, y0), max(b, y1), min(c, x0), max(d, x1))
+            elif not redraw_window(layer, plane, (a, b, c, d)):
+                layer.refresh()
         data[result.plane][y0:y1, x0:x1] = values
         self._last_window = (result.plane, result.window)
-        layer.refresh()
+        if not redraw_window(layer, result.plane, box):
+            layer.refresh()
         self.shown += 1
+
+
+def redraw_window(layer: Labels, plane: fp.Plane, box: tuple[int, int, int, int]) -> bool:
+    """Show a rectangle of ``layer.data`` already written, as napari shows a brush stroke.
+
+    napari's partial update (the one ``Labels.data_setitem`` uses) re-colours and uploads just
+    that rectangle. It is private to napari, so any surprise falls back to a full refresh
+    (False). True also when the plane is not on screen: it is sliced afresh when shown.
+    """
+    y0, y1, x0, x1 = box
+    try:
+        if layer.contour or list(layer._slice_input.displayed) != [layer.ndim - 2, layer.ndim - 1]:
+            return False
+        shown = layer._get_pt_not_disp()
+        if any(int(shown.get(axis, index)) != index for axis, index in enumerate(plane)):
+            return True
+        layer._slice.image.view[y0:y1, x0:x1] = layer.colormap._data_to_texture(
+            np.asarray(layer.data[plane][y0:y1, x0:x1])
+        )
+        layer._accumulate_updated_slice((*(slice(i, i + 1) for i in plane), slice(y0, y1), slice(x0, x1)))
+        layer._partial_labels_refresh()
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
+        return False
+    return True
