@@ -33,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from napari_unet.engine import inference, normalize, predict, setup
 from napari_unet.engine.config import PredictConfig
 from napari_unet.engine.devices import cpu_has_native_bf16
+from napari_unet.engine.object_size import estimate_size
 from napari_unet.engine.predict import segment
 from napari_unet.models.model_file import Model
 from napari_unet.models.registry import bundled_model_path
@@ -142,6 +143,30 @@ def timed_segment(
         sec = time.perf_counter() - t
         warm.append((sec, (before + matmul_gflops()) / 2))
     return cold, warm, labels
+
+
+def size_cost(model: Model, image: np.ndarray, config: PredictConfig, default_s: float, repeats: int) -> None:
+    """What the automatic object size costs: the estimate alone, and the default call against
+    one with the estimate switched off (the same image, warm)."""
+    params = predict.default_params(model)
+    est, secs = None, []
+    for _ in range(max(repeats, 1)):
+        t = time.perf_counter()
+        est = estimate_size(model, image[None], params, config)
+        secs.append(time.perf_counter() - t)
+    off = []
+    for _ in range(max(repeats, 1)):
+        t = time.perf_counter()
+        segment(image, model=model, config=replace(config, estimate_size=False))
+        off.append(time.perf_counter() - t)
+    off_s, est_s = statistics.median(off), statistics.median(secs)
+    print(
+        f"size estimate: {est_s:.2f} s ({100 * est_s / off_s:.0f}% of a call without it, {off_s:.2f} s; "
+        f"the default call {default_s:.2f} s); {est.describe() if est else ''}"
+    )
+    print(
+        f"  end to end: {image.size / default_s / 1e6:.2f} MPix/s with the estimate, {image.size / off_s / 1e6:.2f} without"
+    )
 
 
 def breakdown(model: Model, image: np.ndarray, config: PredictConfig) -> dict[str, float]:
@@ -285,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"  ratio median {statistics.median(ratios):.2f} (best {max(ratios):.2f})")
     mm = statistics.median(m for _, m in warm)
+    size_cost(model, image, config, statistics.median(sec for sec, _ in warm), args.repeats)
 
     runs = [breakdown(model, image, config) for _ in range(max(args.repeats, 1))]
     parts = {k: statistics.median(r[k] for r in runs) for k in runs[0]}

@@ -182,6 +182,33 @@ def test_diameter_reaches_predict_config(
     assert labels.shape == (64, 64) and seen == [40.0]
 
 
+def test_size_estimate_is_on_by_default_and_printed_per_file(
+    out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The bundled model on ~50 px nuclei: the file's line says what size was found and that
+    the image was rescaled; ``--no-size-estimate`` reaches the engine as estimate_size=False."""
+    import napari_unet.engine.predict as predict
+    from napari_unet.samples import synthetic  # local: only these tests make nuclei
+
+    seen = []
+    real = predict.iter_segment
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["config"].diameter, kwargs["config"].estimate_size))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "iter_segment", spy)
+    s = synthetic.nuclei_2d(shape=(600, 600), n_nuclei=40, radius=(20, 30), seed=0)
+    src = tmp_path / "big.tif"
+    tifffile.imwrite(src, s.image)
+    assert cli.main(["segment", str(src), "-o", str(out), "--device", "cpu"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert "objects ~" in line and "px, rescaled" in line, line
+    assert cli.main(["segment", str(src), "-o", str(out), "--overwrite", "--no-size-estimate"]) == 0
+    assert seen == [(None, True), (None, False)]
+    assert "objects ~" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "big"])
 def test_bad_diameter_is_a_usage_error(value: str, tmp_path: Path, capsys) -> None:
     args = ["segment", str(tmp_path / "a.tif"), "-o", str(tmp_path / "out"), "--diameter", value]

@@ -206,7 +206,8 @@ def test_auto_batch_shares_passes_between_small_slices(tiny):
 
 def test_cancel_by_closing(tiny):
     image = np.random.default_rng(7).random((64, 64)).astype(np.float32)
-    gen = iter_segment(image, tiny, config=PredictConfig(tile=16, overlap=16, batch_size=1, amp=False))
+    config = PredictConfig(tile=16, overlap=16, batch_size=1, amp=False, estimate_size=False)
+    gen = iter_segment(image, tiny, config=config)
     first = next(gen)
     assert first.stage == "predict" and first.done < first.total
     gen.close()
@@ -431,8 +432,8 @@ def test_diameter_rescales_what_the_net_sees(tiny, monkeypatch):
     image = np.random.default_rng(3).integers(0, 255, (64, 96)).astype(np.uint8)
     sizes = {}
     for diameter in [None, 40.0, 10.0]:
-        seen.clear()
-        segment(image, model=tiny, amp=False, tile=512, diameter=diameter)
+        seen.clear()  # None: the model's own scale (the estimate is tested in test_object_size)
+        segment(image, model=tiny, amp=False, tile=512, diameter=diameter, estimate_size=False)
         assert len(seen) == 1  # one tile: its input is the (padded) rescaled image
         sizes[diameter] = seen[0]
     assert sizes[None][0] >= 64 and sizes[None][1] >= 96

@@ -213,7 +213,8 @@ def foreground_iou(cfg, parent: Model) -> tuple[float, Model]:
         tuned = drain(iter_finetune(parent, samples, run, device="cpu"))
     finally:
         torch.set_num_threads(threads)
-    pred = segment(test_img, model=tuned, axes="YX", device="cpu") > 0
+    # at the model's own scale: what it learnt, not what the object-size estimate makes of it
+    pred = segment(test_img, model=tuned, axes="YX", device="cpu", estimate_size=False) > 0
     truth = test_lab > 0
     return float((pred & truth).sum() / (pred | truth).sum()), tuned
 

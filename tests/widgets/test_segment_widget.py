@@ -206,8 +206,15 @@ def test_diameter_spin_sets_the_predict_config(viewer_widget, qtbot) -> None:
     viewer.add_image(_blobs((96, 112)), name="cells")
     _run(qtbot, widget)
     assert viewer.layers["cells labels"].data.shape == (96, 112), "labels keep the image's size"
+    assert "object size" not in widget.status_label.toolTip(), "a given diameter is not estimated"
     widget.diameter_spin.setValue(0)
     assert widget.params.predict_config().diameter is None
+    assert widget.diameter_spin.specialValueText() == "auto"
+    _run(qtbot, widget)
+    # the estimate (or why there is none) in the tooltip, and in a few words in the status line
+    assert "object size" in widget.status_label.toolTip()
+    assert "objects in 'cells labels'" in widget.status_label.text()
+    assert "object" in widget.status_label.text().split(";")[-1], widget.status_label.text()
 
 
 def test_rerun_updates_in_place_with_one_undo_step(viewer_widget, qtbot) -> None:

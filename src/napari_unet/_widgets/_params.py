@@ -97,9 +97,10 @@ class SegmentParams:
             1,
             "Typical nucleus diameter in this image (pixels). The image is rescaled so nuclei "
             "match the size the model was trained on (about 20 px for the bundled model); "
-            "labels keep the image's size. 0 = as trained, no rescaling",
+            "labels keep the image's size. 0 = auto: estimated from the image with the model "
+            "(shown in the status line when Segment runs)",
             step=1.0,
-            special="as trained",
+            special="auto",
         )
         self.scope = ComboBox(
             label="scope",
@@ -131,7 +132,7 @@ class SegmentParams:
 
     def predict_config(self) -> PredictConfig:
         """The engine's defaults (its tiles are small enough for a progress step and a Stop
-        point every fraction of a second) plus the nucleus diameter (0 = as trained)."""
+        point every fraction of a second) plus the nucleus diameter (0 = estimated)."""
 
         diameter = float(self.diameter.native.value())
         return PredictConfig(diameter=diameter if diameter > 0 else None)

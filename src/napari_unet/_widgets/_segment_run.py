@@ -75,6 +75,7 @@ class RunState:
     job: SegmentJob
     pbar: progress | None
     stop_requested: bool = False
+    size: Any = None  # the object-size estimate (engine's SizeEstimate), when one was made
 
 
 def segment_job(

@@ -224,6 +224,11 @@ class SegmentWidget(QWidget):
         """Show a tile's progress. napari's progress bar calls processEvents() on every
         update, so this handler can be re-entered (and the run can even finish) inside
         itself: nested calls only record the newest value, the outer call shows it."""
+        if p.stage == "size":  # the object-size estimate: in the status line's tooltip, and the result
+            if self._run is not None:
+                self._run.size = p.detail
+            self.status_label.setToolTip(p.detail.describe())
+            return
         self._latest = p
         if self._showing:
             return
@@ -252,7 +257,8 @@ class SegmentWidget(QWidget):
             return
         name = self.writer.write(run.job, result)
         seconds = time.perf_counter() - run.job.started
-        self.status_label.setText(f"{result.n_objects} objects in '{name}' ({seconds:.1f} s)")
+        size = f"; {run.size.short()}" if run.size is not None else ""
+        self.status_label.setText(f"{result.n_objects} objects in '{name}' ({seconds:.1f} s{size})")
 
     def _on_errored(self, exc: BaseException) -> None:
         _notify.error(f"segmentation failed: {one_line(exc)}")

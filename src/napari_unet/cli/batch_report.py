@@ -86,6 +86,8 @@ class BatchReport:
         else:
             n = result.objects or 0
             what = f"{n} object{'s' if n != 1 else ''}, {result.seconds:.1f} s"
+            if result.size:
+                what += f"; {result.size}"
             self._write(f"{result.input} -> {result.output} ({what})", sys.stdout)
         if self._files is not None:
             self._files.update(1)

@@ -68,8 +68,13 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
         type=positive_float,
         default=None,
         metavar="PX",
-        help="typical nucleus diameter in pixels; the image is rescaled to the model's training "
-        "size (default: as trained, no rescaling)",
+        help="typical object diameter in pixels; the image is rescaled to the model's training "
+        "size (default: estimated from each image with the model, printed per file)",
+    )
+    seg.add_argument(
+        "--no-size-estimate",
+        action="store_true",
+        help="without --diameter, keep the model's own scale instead of estimating the object size",
     )
     seg.add_argument(
         "--overwrite", action="store_true", help="segment again and replace existing label files"
@@ -113,6 +118,7 @@ def _batch_options(args: argparse.Namespace) -> BatchOptions:
         threshold=args.threshold,
         min_size=args.min_size,
         diameter=args.diameter,
+        estimate_size=not args.no_size_estimate,
         device=args.device,
         format=args.format,
         overwrite=args.overwrite,

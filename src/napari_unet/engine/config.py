@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["PredictConfig", "Progress"]
 
@@ -28,13 +29,18 @@ class PredictConfig:
     outweighs their extra overlap, and they give the GUI a frequent progress step and Stop
     point while needing little memory.
 
-    ``diameter``: typical object diameter in the image (px); None = as in the training data,
-    no rescaling. Like Cellpose's diameter, each (Y, X) plane is zoomed by
-    ``trained_diameter(model) / diameter`` (clipped to [0.25, 4]; skipped within 5% of 1)
+    ``diameter``: typical object diameter in the image (px); None = estimated from the image
+    when ``estimate_size`` (:mod:`napari_unet.engine.object_size`), else as in the training
+    data. Like Cellpose's diameter, each (Y, X) plane is zoomed by
+    ``trained_diameter(model) / diameter`` (clipped to [0.1, 4]; skipped within 5% of 1)
     before the net, so the objects have the size the net learnt, and the probabilities are
     zoomed back, so the labels keep the image's shape and ``min_size`` is in image pixels.
-    Z is never rescaled (anisotropy is kept). The bundled model's nuclei were ~20 px; images
-    whose objects are much larger or smaller segment better with their diameter given.
+    Z is never rescaled (anisotropy is kept). The bundled model's nuclei were ~20 px.
+
+    ``estimate_size``: with no ``diameter``, probe a few small windows of one plane with the
+    model to estimate the objects' size, and rescale when it is far from the trained size
+    (the estimate is reported as a ``Progress`` of stage ``"size"``). False: the model's own
+    scale, no probe.
 
     ``anisotropy``: z step / xy pixel size of a z-stack (from the file's pixel sizes, see
     :func:`napari_unet.engine.object_scale.anisotropy_from_pixel_size`); None = unknown,
@@ -51,6 +57,7 @@ class PredictConfig:
     amp: bool | None = None
     diameter: float | None = None
     anisotropy: float | None = None
+    estimate_size: bool = True
 
     def __post_init__(self) -> None:
         if self.tile < 1 or self.overlap < 0 or self.batch_size < 0:
@@ -63,8 +70,13 @@ class PredictConfig:
 
 @dataclass(frozen=True)
 class Progress:
-    """``done`` of ``total`` units of ``stage``: tiles for "predict", frames for "postprocess"."""
+    """``done`` of ``total`` units of ``stage``: tiles for "predict", frames for "postprocess".
+
+    Stage "size" comes once, first, when the object size was estimated: ``detail`` is then the
+    :class:`napari_unet.engine.object_size.SizeEstimate` (its ``describe()`` is one line).
+    """
 
     done: int
     total: int
     stage: str
+    detail: Any = None

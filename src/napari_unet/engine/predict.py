@@ -13,6 +13,7 @@ A constant frame has nothing to segment and gives zeros without running the net.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator
 from dataclasses import fields, replace
 from typing import Any
@@ -38,6 +39,8 @@ from napari_unet.engine.postprocess import (
 )
 from napari_unet.engine.setup import as_model, as_numbers, default_params, image_axes, prepare
 from napari_unet.models.model_file import Model
+
+_log = logging.getLogger("napari_unet")
 
 __all__ = [
     "ASSUMED_ANISOTROPY",
@@ -108,8 +111,9 @@ def iter_segment(
     Yields
     ------
     Progress
-        ``stage="predict"`` once per tile batch (counting tiles), ``stage="postprocess"``
-        once per frame (counting frames).
+        ``stage="size"`` once first when the object size was estimated (``detail``: the
+        :class:`~napari_unet.engine.object_size.SizeEstimate`), ``stage="predict"`` once per
+        tile batch (counting tiles), ``stage="postprocess"`` once per frame (counting frames).
 
     Returns
     -------
@@ -137,6 +141,9 @@ def iter_segment(
     (64, 64)
     """
     job = prepare(image, model, axes, channel, params, config)
+    if job.size is not None:
+        _log.info(job.size.describe())
+        yield Progress(1, 1, "size", job.size)
     model, arr, can, chans = job.model, job.image, job.canonical, job.channels
     n_t, n_z, _, h, w = job.shape
     cin = model.config.in_channels
@@ -210,6 +217,7 @@ def segment(
     amp: bool | None = _field_default(PredictConfig, "amp"),
     diameter: float | None = _field_default(PredictConfig, "diameter"),
     anisotropy: float | None = _field_default(PredictConfig, "anisotropy"),
+    estimate_size: bool = _field_default(PredictConfig, "estimate_size"),
     seed_threshold: float = _field_default(PostprocessParams, "seed_threshold"),
     min_seed_size: int = _field_default(PostprocessParams, "min_seed_size"),
     config: PredictConfig | None = None,
@@ -246,10 +254,15 @@ def segment(
         overrides ``config.amp``.
     diameter : float or None, default None
         Typical object diameter in image px; planes are zoomed so objects get the size the
-        model learnt. None: no rescaling. Overrides ``config.diameter``.
+        model learnt. None: estimated (see ``estimate_size``). Overrides ``config.diameter``.
     anisotropy : float or None, default None
         Z step / xy pixel size of a z-stack; None: unknown (an assumed ratio is used).
         Overrides ``config.anisotropy``.
+    estimate_size : bool, default True
+        With no ``diameter``: estimate the objects' size from the image with the model (a few
+        small probes, logged on the ``napari_unet`` logger) and rescale when it is far from
+        the trained size; False keeps the model's own scale. Overrides
+        ``config.estimate_size``.
     seed_threshold : float, default 0.5
         Interior probability that makes a seed; overrides ``params.seed_threshold``.
     min_seed_size : int, default 4
@@ -290,7 +303,13 @@ def segment(
     config = config or PredictConfig()
     params = params or default_params(model)
     cfg_kw = _given(
-        tile=tile, overlap=overlap, batch_size=batch_size, amp=amp, diameter=diameter, anisotropy=anisotropy
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        amp=amp,
+        diameter=diameter,
+        anisotropy=anisotropy,
+        estimate_size=estimate_size,
     )
     pp_kw = _given(seed_threshold=seed_threshold, min_seed_size=min_seed_size)
     if threshold is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from napari_unet.engine.normalize import (
     select_channels,
 )
 from napari_unet.engine.object_scale import net_shape, volume_options, zoom_factor, zoomed_plane
+from napari_unet.engine.object_size import SizeEstimate, estimate_size
 from napari_unet.engine.postprocess import PostprocessParams
 from napari_unet.engine.tiling import TileGrid
 from napari_unet.models.model_file import Model
@@ -102,7 +103,9 @@ class SegmentJob:
     ``image`` is the array as the engine reads it (numpy, or dask for lazy input) and
     ``canonical`` a (T, Z, C, Y, X) view of it; ``channels`` the channels fed to the net;
     ``zoom`` the Y/X factor of the object scale (None: none); ``volume`` the post-processing
-    options of a z-stack (see :func:`napari_unet.engine.object_scale.volume_options`).
+    options of a z-stack (see :func:`napari_unet.engine.object_scale.volume_options`);
+    ``size`` the object-size estimate when one was made (``config.diameter`` then holds the
+    diameter it applied, if any).
     """
 
     model: Model
@@ -115,6 +118,7 @@ class SegmentJob:
     runner: Runner
     zoom: float | None
     volume: dict[str, float]
+    size: SizeEstimate | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -197,7 +201,12 @@ def prepare(
     chans = select_channels(n_c, model.config.in_channels, channel, "C" in axes)
     params = params if params is not None else default_params(model)
     runner = make_runner(model, config)
+    size = None
+    if config.diameter is None and config.estimate_size:
+        size = estimate_size(model, can[0, int(can.shape[1]) // 2, chans], params, config)
+        if size.applied is not None:
+            config = replace(config, diameter=size.applied)
     zoom = zoom_factor(model, config.diameter)
     return SegmentJob(
-        model, arr, axes, can, chans, params, config, runner, zoom, volume_options(model, config)
+        model, arr, axes, can, chans, params, config, runner, zoom, volume_options(model, config), size
     )

@@ -119,8 +119,11 @@ def segment_and_write(
     options: BatchOptions,
     model: Model,
     progress: Callable[[Progress], None] | None,
+    size: list[Any] | None = None,
 ) -> int:
     """Read, segment, write; returns the object count. Raises BatchInputError with one line.
+
+    ``size``: a list the object-size estimate is appended to, when one is made.
 
     A lazy input (OME-Zarr, or a TIFF above io's size threshold) is segmented block by block
     (``chunked``) so memory does not grow with the stack: straight into the OME-Zarr output,
@@ -128,6 +131,7 @@ def segment_and_write(
     into the TIFF and removed. Everything else is segmented in memory and then written.
     """
     fmt = output_format(input_path, options.format)
+    progress = _noting_size(progress, size)
     user_channel_axis = options.axes is not None and bool(set(options.axes) & {"C", "S"})
     wants_channels = options.channel is not None or user_channel_axis
     labels = None
@@ -139,6 +143,7 @@ def segment_and_write(
         config = PredictConfig(
             device=options.device,
             diameter=options.diameter,
+            estimate_size=options.estimate_size,
             anisotropy=anisotropy_from_pixel_size(meta.get("pixel_size")),
         )
         params = _postprocess_params(model, options.threshold, options.min_size)
@@ -190,6 +195,22 @@ def segment_and_write(
     return count_objects(labels)
 
 
+def _noting_size(
+    progress: Callable[[Progress], None] | None, size: list[Any] | None
+) -> Callable[[Progress], None] | None:
+    """``progress``, which also appends the object-size estimate to ``size``."""
+    if size is None:
+        return progress
+
+    def note(step: Progress) -> None:
+        if step.stage == "size":
+            size.append(step.detail)
+        if progress is not None:
+            progress(step)
+
+    return note
+
+
 def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -221,12 +242,16 @@ def segment_file(
                 raise BatchInputError(
                     f"cannot load model {options.model or 'nuclei'}: {one_line(exc)}"
                 ) from None
+        size: list[Any] = []
         with local_dask():
-            count = segment_and_write(Path(text), out, options, model, progress)
+            count = segment_and_write(Path(text), out, options, model, progress, size)
     except BatchInputError as exc:
         problem = one_line(exc)
     except Exception as exc:  # noqa: BLE001 - one broken input must not end the batch
         problem = f"unexpected {type(exc).__name__}: {one_line(exc)}"
     else:
-        return FileResult(text, str(out), "done", count, time.perf_counter() - start, "", _worker_name())
+        note = size[-1].short() if size else ""
+        return FileResult(
+            text, str(out), "done", count, time.perf_counter() - start, "", _worker_name(), note
+        )
     return FileResult(text, str(out), "failed", None, time.perf_counter() - start, problem, _worker_name())

@@ -41,7 +41,11 @@ class BatchOptions:
         Smallest object in pixels (voxels in 3D); None: the model card's.
     diameter : float, optional
         Typical object diameter in image px (the images are zoomed so objects get the size
-        the model learnt); None: no rescaling.
+        the model learnt); None: estimated from each image when ``estimate_size``.
+    estimate_size : bool
+        With no ``diameter``, estimate each image's object size with the model and rescale
+        when it is far from the trained size (see :mod:`napari_unet.engine.object_size`);
+        False keeps the model's own scale.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
     format : str
@@ -73,6 +77,7 @@ class BatchOptions:
     threshold: float | None = None
     min_size: int | None = None
     diameter: float | None = None
+    estimate_size: bool = True
     device: str = "auto"
     format: str = "auto"
     overwrite: bool = False
@@ -95,6 +100,7 @@ class FileResult:
     seconds: float = 0.0
     message: str = ""
     worker: str = ""
+    size: str = ""  # the object-size estimate, in a few words ("" when none was made)
 
 
 def one_line(text: object) -> str:

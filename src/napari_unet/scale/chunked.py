@@ -230,6 +230,9 @@ def iter_segment_chunked(
         settled["out"] = _check_out(out, out_axes, arr, axes)
 
     job = prepare(image, model, axes, channel, params, config, view=lazy_array, check=check)
+    config = job.config  # with the estimated object diameter, when one was applied
+    if job.size is not None:
+        yield Progress(1, 1, "size", job.size)
     out_axes, max_id = settled["out"]
     model, can, chans = job.model, job.canonical, job.channels
     n_t, n_z, _, h, w = job.shape

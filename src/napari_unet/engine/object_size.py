@@ -1,0 +1,225 @@
+"""How large are the objects in this image? The model's own answer, from a few small probes.
+
+A U-Net finds objects well near the size it learnt (the card's trained diameter) and worse
+far from it. So the size of an image's objects is estimated by the model itself: a small
+window of one plane is segmented at the model's own scale and the median equivalent
+diameter of the objects found there is taken; when that says the objects are far from the
+trained size, the window is probed again zoomed by what that estimate implies, and so on
+until the objects come out at about the trained size (a fixed point: at the right zoom the
+net sees its own size, and its segmentation is then the one to trust). Two or three probes
+of 256 x 256 net pixels suffice (:data:`PROBE_PX`); a full pass of a 512 x 512 image costs
+about 4 such probes, one of 2048 x 2048 about 60.
+
+Why the model and not the image: a scale-space blob detector answers "which blob size has
+the most contrast", which for textured nuclei, cells in phase contrast or a fine-tuned EM
+model is the texture, not the object. The model knows what it calls an object, also after
+fine-tuning (a fine-tuned card records the scale it learnt at; :func:`trained_diameter`).
+
+The estimate changes nothing when it lands within :data:`KEEP_WITHIN` of the model's own
+scale: the nets are trained with zoom augmentation of that order, and resampling an image
+that is already right costs time and a little sharpness for nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from napari_unet.common.generators import drain
+from napari_unet.engine.config import PredictConfig
+from napari_unet.engine.inference import iter_probabilities
+from napari_unet.engine.normalize import apply_bounds, channel_bounds
+from napari_unet.engine.object_scale import (
+    MAX_ZOOM,
+    MIN_ZOOM,
+    net_shape,
+    resize_plane,
+    trained_diameter,
+    working_zoom,
+)
+from napari_unet.engine.postprocess import (
+    PostprocessParams,
+    instances_from_classes,
+    instances_from_probabilities,
+)
+from napari_unet.models.model_file import Model
+
+__all__ = ["KEEP_WITHIN", "MAX_PROBES", "MIN_PROBE_OBJECTS", "PROBE_PX", "SizeEstimate", "estimate_size"]
+
+PROBE_PX = 256  # net px per side of a probe window: ~1/4 of a 512 px tile
+MIN_PROBE_OBJECTS = 5  # fewer objects than this in a probe: widen it; an estimate needs as many
+MAX_PROBE_PX = 512  # the widest probe window (net px per side)
+MAX_PROBES = 4  # zooms tried at most
+RESOLVED_PX = 8.0  # objects the net sees this large (px) are resolved: the smallest it was trained on
+COARSE_START = 0.25  # the first probe sees the image at a quarter of the model's scale (see estimate_size)
+KEEP_WITHIN = 1.25  # an estimated zoom within this factor of the model's own scale is not applied
+
+
+@dataclass(frozen=True)
+class SizeEstimate:
+    """What the probes found.
+
+    ``diameter``: the objects' median equivalent diameter in image px (None: too few objects
+    to say, the model's own scale is kept). ``applied``: the diameter the engine rescales by,
+    None when the model's own scale is kept (no estimate, or one close to it). ``zooms``: the
+    Y/X zooms probed, in order; ``objects``: objects measured by the last probe.
+    """
+
+    diameter: float | None
+    applied: float | None
+    objects: int
+    zooms: tuple[float, ...]
+    seconds: float
+    trained: float
+
+    def short(self) -> str:
+        """A few words for a per-file line: the size, and whether the image was rescaled."""
+        if self.diameter is None:
+            return "object size not estimated"
+        if self.applied is None:
+            return f"objects ~{self.diameter:.0f} px, not rescaled"
+        return f"objects ~{self.diameter:.0f} px, rescaled {self.trained / self.applied:.2f}x"
+
+    def describe(self) -> str:
+        """One line for a status bar or a terminal."""
+        probes = f"{len(self.zooms)} probe{'s' if len(self.zooms) != 1 else ''}, {self.seconds:.1f} s"
+        if self.diameter is None:
+            few = f"fewer than {MIN_PROBE_OBJECTS} objects found"
+            return f"object size: not estimated ({few}; {probes}); model's scale kept"
+        found = f"object size ~{self.diameter:.0f} px (estimated from {self.objects} objects; {probes})"
+        if self.applied is None:
+            return f"{found}: near the model's {self.trained:.0f} px, not rescaled"
+        return (
+            f"{found}: image rescaled {self.trained / self.applied:.2f}x to the model's {self.trained:.0f} px"
+        )
+
+
+def _window(shape: tuple[int, int], zoom: float, px: int) -> tuple[slice, slice]:
+    """A centred window of the plane that is ``px`` net px per side at ``zoom`` (or the plane)."""
+    out = []
+    for n in shape:
+        side = min(n, max(1, math.ceil(px / zoom)))
+        start = (n - side) // 2
+        out.append(slice(start, start + side))
+    return out[0], out[1]
+
+
+def _diameters(labels: np.ndarray, touching_edge: tuple[bool, bool, bool, bool]) -> np.ndarray:
+    """Equivalent diameters (px) of the objects, leaving out those cut by a window edge.
+
+    A window edge that is not the image's cuts objects, which then look smaller than they
+    are; they count only when too few others remain.
+    """
+    n = int(labels.max(initial=0))
+    if n == 0:
+        return np.zeros(0)
+    areas = np.bincount(labels.ravel().astype(np.int64), minlength=n + 1)[1:]
+    cut = np.zeros(n + 1, bool)
+    edges = (labels[0], labels[-1], labels[:, 0], labels[:, -1])
+    for inner, edge in zip(touching_edge, edges, strict=True):
+        if inner:
+            cut[edge] = True
+    whole = ~cut[1:] & (areas > 0)
+    keep = whole if int(whole.sum()) >= MIN_PROBE_OBJECTS else areas > 0
+    return 2.0 * np.sqrt(areas[keep] / np.pi)
+
+
+def _instances(probs: np.ndarray, params: PostprocessParams) -> np.ndarray:
+    if probs.shape[0] == 3:
+        return instances_from_classes(probs, params)
+    return instances_from_probabilities(probs[1], probs[1], params)
+
+
+def _probe(
+    model: Model,
+    plane: Any,
+    zoom: float,
+    params: PostprocessParams,
+    config: PredictConfig,
+) -> tuple[float | None, int]:
+    """Median object diameter (image px) and object count in a window probed at ``zoom``."""
+    low, high = model.normalization
+    h, w = int(plane.shape[-2]), int(plane.shape[-1])
+    px = PROBE_PX
+    while True:
+        ys, xs = _window((h, w), zoom, px)
+        crop = np.asarray(plane[:, ys, xs])
+        if crop.dtype == bool:
+            crop = crop.view(np.uint8)
+        bounds = [channel_bounds(crop[c], low, high) for c in range(crop.shape[0])]
+        if all(b is None for b in bounds):
+            return None, 0  # a constant window: nothing to measure
+        x = apply_bounds(crop, bounds)
+        shape = net_shape(crop.shape[-2:], None if abs(zoom - 1.0) < 1e-6 else zoom)
+        if shape != tuple(crop.shape[-2:]):
+            x = resize_plane(x, shape)
+        probs = drain(iter_probabilities(model, x, config))
+        # min_size is in image px: at this zoom an object covers zoom**2 as many net px
+        labels = _instances(probs, replace(params, min_size=max(1, round(params.min_size * zoom * zoom))))
+        inner = (ys.start > 0, ys.stop < h, xs.start > 0, xs.stop < w)
+        diam = _diameters(labels, inner)
+        whole_plane = not any(inner)
+        if diam.size >= MIN_PROBE_OBJECTS or whole_plane or px >= MAX_PROBE_PX:
+            break
+        px *= 2  # few objects in view: look at a wider window before concluding
+    if diam.size == 0:
+        return None, 0
+    return float(np.median(diam)) / zoom, int(diam.size)
+
+
+def estimate_size(
+    model: Model,
+    plane: Any,
+    params: PostprocessParams,
+    config: PredictConfig = PredictConfig(),
+) -> SizeEstimate:
+    """Estimate the typical object diameter of ``plane`` (C, Y, X; numpy, dask or zarr).
+
+    Only the probe windows are read, so a lazy plane larger than memory is fine. The model's
+    own post-processing ``params`` define what an object is.
+
+    The first probe is coarse (:data:`COARSE_START` times the model's scale), because the
+    iteration has a false fixed point on one side only: large textured objects seen too
+    large are cut into pieces of about the trained size, which then look right; small
+    objects seen too small still come out small, and the next probe, at the zoom they imply,
+    sees them at the right size (measured on the DSB held-out experiments,
+    ``benchmarks/bench_object_size.py``). When the coarse probe finds too few objects, the
+    model's own scale is probed next. For the same reason an estimate never falls below
+    1 / :data:`KEEP_WITHIN` of one made at a coarser zoom where the objects were resolved
+    (:data:`RESOLVED_PX`): looked at more closely, whole objects can only get larger, so
+    objects that shrink are the texture inside larger ones.
+    """
+    t0 = time.perf_counter()
+    trained = trained_diameter(model)
+    own = min(max(working_zoom(model), MIN_ZOOM), MAX_ZOOM)
+    zooms: list[float] = []
+    found: tuple[float | None, int] = (None, 0)
+    zoom = max(own * COARSE_START, MIN_ZOOM)
+    floor = 0.0  # zooming in cannot make resolved objects smaller: only texture shrinks so
+    while len(zooms) < MAX_PROBES:
+        zooms.append(zoom)
+        diameter, count = _probe(model, plane, zoom, params, config)
+        if diameter is None:
+            if not found[1] and zoom < own:
+                zoom = own  # nothing at the coarse scale (tiny or sparse objects): look at the model's
+                continue
+            break
+        if diameter * zoom >= RESOLVED_PX and count >= MIN_PROBE_OBJECTS:
+            floor = max(floor, diameter / KEEP_WITHIN)
+        found = (max(diameter, floor), count)
+        implied = min(max(trained / found[0], MIN_ZOOM), MAX_ZOOM)
+        if abs(math.log(implied / zoom)) < math.log(KEEP_WITHIN) and count >= MIN_PROBE_OBJECTS:
+            break  # the objects came out at about the trained size: this probe is the one to trust
+        zoom = implied  # (a few objects are a hint of where to look, not yet an estimate)
+    if found[1] < MIN_PROBE_OBJECTS:
+        found = (None, found[1])
+    diameter, count = found
+    applied = None
+    if diameter is not None:
+        implied = min(max(trained / diameter, MIN_ZOOM), MAX_ZOOM)
+        applied = None if abs(math.log(implied / own)) < math.log(KEEP_WITHIN) else diameter
+    return SizeEstimate(diameter, applied, count, tuple(zooms), time.perf_counter() - t0, trained)

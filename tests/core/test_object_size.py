@@ -1,0 +1,177 @@
+"""The automatic object size: the estimate recovers known scales, avoids the texture trap, and
+reaches every engine (``diameter=`` overrides it; ``estimate_size=False`` turns it off)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.engine import object_size
+from napari_unet.engine.config import PredictConfig
+from napari_unet.engine.object_size import SizeEstimate, estimate_size
+from napari_unet.engine.postprocess import PostprocessParams
+from napari_unet.engine.predict import iter_segment, segment
+from napari_unet.engine.setup import default_params
+from napari_unet.models.model_file import Model
+from napari_unet.models.registry import load_model
+from napari_unet.models.unet import UNet, UNetConfig
+from napari_unet.samples import synthetic
+from napari_unet.scale.chunked import iter_segment_chunked
+
+
+def _median_diameter(labels: np.ndarray) -> float:
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    return float(np.median(2.0 * np.sqrt(areas / np.pi)))
+
+
+def _nuclei(radius: float, seed: int = 1) -> synthetic.SyntheticNuclei:
+    """Synthetic nuclei of about ``2 * radius`` px, a quarter of the image covered."""
+    side = int(np.clip(radius * 28, 256, 1152))
+    n = int(0.25 * side * side / (np.pi * radius * radius))
+    return synthetic.nuclei_2d(shape=(side, side), n_nuclei=n, radius=(0.8 * radius, 1.2 * radius), seed=seed)
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Model:
+    return load_model()
+
+
+@pytest.mark.parametrize("radius", [4.0, 10.0, 25.0, 40.0])
+def test_estimate_recovers_the_nuclei_size_at_several_zooms(bundled, radius) -> None:
+    """Nuclei from ~7 to ~70 px across (0.35x to 3.5x the bundled model's 20 px)."""
+    s = _nuclei(radius)
+    truth = _median_diameter(s.labels)
+    est = estimate_size(bundled, s.image[None], default_params(bundled))
+    assert est.diameter is not None, est
+    assert 0.85 < est.diameter / truth < 1.2, (truth, est)
+    assert est.objects >= object_size.MIN_PROBE_OBJECTS and len(est.zooms) <= object_size.MAX_PROBES
+    near = 0.8 < truth / 20.0 < 1.25
+    assert (est.applied is None) == near, est  # rescaled only when far from the trained size
+
+
+def _fragmenting_net(truth: float, trained: float = 20.0):
+    """A stand-in for ``_probe``: a net that finds objects seen between 6 and 40 px whole (a
+    little small), misses smaller ones, and cuts larger ones into ~10 px pieces of texture,
+    as the bundled model does with large textured nuclei."""
+
+    def probe(model, plane, zoom, params, config):
+        seen = truth * zoom
+        if seen < 6.0:
+            return None, 0
+        if seen > 2.0 * trained:
+            return 10.0 / zoom, 40  # pieces that look like objects of about the trained size
+        return 0.9 * truth, 20
+
+    return probe
+
+
+@pytest.mark.parametrize("truth", [8.0, 20.0, 45.0, 80.0, 150.0])
+def test_estimate_is_not_caught_by_texture_pieces(monkeypatch, truth) -> None:
+    """Starting at the model's own scale, 80 px objects would be read as 10 px pieces, zoomed
+    in further, read as pieces again (a false fixed point): the coarse first probe avoids it."""
+    monkeypatch.setattr(object_size, "_probe", _fragmenting_net(truth))
+    model = Model(UNet(UNetConfig(base=4, depth=2)), {"object_diameter": 20.0})
+    est = estimate_size(model, np.zeros((1, 64, 64), np.float32), PostprocessParams())
+    assert est.diameter is not None and 0.8 < est.diameter / truth < 1.25, est
+
+
+def test_finer_probes_cannot_shrink_resolved_objects(monkeypatch) -> None:
+    """Objects resolved at a coarse zoom (seen 8+ px) that break into pieces when looked at
+    more closely keep (nearly) the coarse size."""
+    calls = []
+
+    def probe(model, plane, zoom, params, config):
+        calls.append(zoom)
+        return (60.0, 12) if zoom < 0.3 else (9.0, 50)  # 60 px objects, then their texture
+
+    monkeypatch.setattr(object_size, "_probe", probe)
+    model = Model(UNet(UNetConfig(base=4, depth=2)), {"object_diameter": 20.0})
+    est = estimate_size(model, np.zeros((1, 64, 64), np.float32), PostprocessParams())
+    assert calls[0] == pytest.approx(0.25)
+    assert est.diameter >= 60.0 / object_size.KEEP_WITHIN, est
+
+
+def test_a_blank_or_objectless_plane_gives_no_estimate(bundled) -> None:
+    est = estimate_size(bundled, np.full((1, 300, 300), 7, np.uint16), default_params(bundled))
+    assert est.diameter is None and est.applied is None
+    assert "not estimated" in est.describe() and "model's scale kept" in est.describe()
+
+
+def test_the_probe_windows_are_small(bundled, monkeypatch) -> None:
+    """The estimate reads and runs the net on windows of a few hundred px, not the plane."""
+    seen = []
+    real = object_size.iter_probabilities
+
+    def spy(model, image, config):
+        seen.append(image.shape[-2:])
+        return real(model, image, config)
+
+    monkeypatch.setattr(object_size, "iter_probabilities", spy)
+    s = synthetic.nuclei_2d(shape=(1500, 1500), n_nuclei=600, radius=(8, 12), seed=2)
+    est = estimate_size(bundled, s.image[None], default_params(bundled))
+    assert est.diameter is not None
+    assert seen and all(max(hw) <= object_size.MAX_PROBE_PX for hw in seen), seen
+
+
+def _steps(gen):
+    steps = []
+    while True:
+        try:
+            steps.append(next(gen))
+        except StopIteration as stop:
+            return steps, stop.value
+
+
+def test_segment_estimates_by_default_and_reports_it_first(bundled) -> None:
+    s = _nuclei(25.0, seed=3)  # ~50 px nuclei: 2.5x the trained size
+    steps, labels = _steps(iter_segment(s.image, bundled, axes="YX"))
+    assert steps[0].stage == "size" and isinstance(steps[0].detail, SizeEstimate)
+    est = steps[0].detail
+    assert est.applied is not None and "rescaled" in est.describe()
+    assert [p.stage for p in steps[1:]].count("size") == 0
+    own = segment(s.image, model=bundled, axes="YX", estimate_size=False)
+    from napari_unet.engine.metrics import match  # local: only this test scores
+
+    assert match(s.labels, labels).f1 > match(s.labels, own).f1 + 0.1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "stage_expected"),
+    [({"diameter": 30.0}, False), ({"estimate_size": False}, False), ({}, True)],
+)
+def test_diameter_or_estimate_size_false_skip_the_estimate(bundled, kwargs, stage_expected) -> None:
+    s = _nuclei(10.0, seed=4)
+    config = PredictConfig(**kwargs)
+    steps, _ = _steps(iter_segment(s.image, bundled, axes="YX", config=config))
+    assert any(p.stage == "size" for p in steps) == stage_expected
+
+
+def test_the_chunked_engine_uses_the_estimate(bundled) -> None:
+    s = _nuclei(25.0, seed=5)
+    out = np.zeros(s.image.shape, np.uint32)
+    steps, _ = _steps(iter_segment_chunked(s.image, out, bundled, axes="YX"))
+    sizes = [p.detail for p in steps if p.stage == "size"]
+    assert len(sizes) == 1 and sizes[0].applied is not None
+    in_memory = segment(s.image, model=bundled, axes="YX")
+    from napari_unet.engine.metrics import match  # local: only this test scores
+
+    assert match(in_memory, out).f1 > 0.95  # the same scale, so (nearly) the same objects
+
+
+def test_a_z_stack_is_estimated_once_from_its_middle_plane(bundled, monkeypatch) -> None:
+    planes = []
+    real = object_size.estimate_size
+
+    def spy(model, plane, params, config=PredictConfig()):
+        planes.append(np.asarray(plane).copy())
+        return real(model, plane, params, config)
+
+    from napari_unet.engine import setup  # local: the name the engine calls
+
+    monkeypatch.setattr(setup, "estimate_size", spy)
+    torch.manual_seed(0)
+    stack = np.stack([np.full((64, 64), z, np.uint16) for z in range(5)])
+    segment(stack, model=bundled, axes="ZYX")
+    assert len(planes) == 1 and planes[0].shape == (1, 64, 64) and (planes[0] == 2).all()
