@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 keep.append(item)
         val = keep
     print(
-        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads"
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{args.threads} threads"
     )
     print(f"model {args.model or 'nuclei (bundled)'}; {len(val)} held-out images")
     print(

@@ -165,7 +165,8 @@ def size_cost(model: Model, image: np.ndarray, config: PredictConfig, default_s:
         f"the default call {default_s:.2f} s); {est.describe() if est else ''}"
     )
     print(
-        f"  end to end: {image.size / default_s / 1e6:.2f} MPix/s with the estimate, {image.size / off_s / 1e6:.2f} without"
+        f"  end to end: {image.size / default_s / 1e6:.2f} MPix/s with the estimate, "
+        f"{image.size / off_s / 1e6:.2f} without"
     )
 
 
