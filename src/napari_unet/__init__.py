@@ -4,7 +4,7 @@ Importing the package is light (no torch, no Qt): the public API is loaded on fi
 
     import napari_unet
     model = napari_unet.load_model()          # the bundled nuclei model
-    labels = napari_unet.segment(image, model=model, axes="YX")
+    labels = napari_unet.segment(image, model=model, axes="YX")   # object size estimated
     image, axes, meta = napari_unet.open_image("stack.ome.zarr")   # lazy (dask) when large
     napari_unet.segment_to_zarr(image, "labels.ome.zarr", model, axes=axes)  # memory bounded
 """
@@ -20,6 +20,7 @@ _LAZY = {
     "load_model": ("napari_unet.models.registry", "load_model"),
     "list_models": ("napari_unet.models.registry", "list_models"),
     "segment": ("napari_unet.engine.predict", "segment"),
+    "estimate_object_size": ("napari_unet.engine.predict", "estimate_object_size"),
     "finetune": ("napari_unet.training.finetune", "finetune"),
     "iter_segment": ("napari_unet.engine.predict", "iter_segment"),
     "Model": ("napari_unet.models.model_file", "Model"),
@@ -37,6 +38,7 @@ __all__ = [
     "UNet",
     "UNetConfig",
     "__version__",
+    "estimate_object_size",
     "finetune",
     "iter_segment",
     "list_models",
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from napari_unet.engine.predict import iter_segment, segment
+    from napari_unet.engine.predict import estimate_object_size, iter_segment, segment
     from napari_unet.io.images import open_image
     from napari_unet.models.model_file import Model
     from napari_unet.models.registry import list_models, load_model

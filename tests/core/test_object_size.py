@@ -67,30 +67,15 @@ def _fragmenting_net(truth: float, trained: float = 20.0):
     return probe
 
 
-@pytest.mark.parametrize("truth", [8.0, 20.0, 45.0, 80.0, 150.0])
+@pytest.mark.parametrize("truth", [8.0, 20.0, 45.0, 80.0])
 def test_estimate_is_not_caught_by_texture_pieces(monkeypatch, truth) -> None:
     """Starting at the model's own scale, 80 px objects would be read as 10 px pieces, zoomed
-    in further, read as pieces again (a false fixed point): the coarse first probe avoids it."""
+    in further, read as pieces again (a false fixed point): the coarse first probe (half the
+    model's scale: objects up to 4x the trained size are seen whole) avoids it."""
     monkeypatch.setattr(object_size, "_probe", _fragmenting_net(truth))
     model = Model(UNet(UNetConfig(base=4, depth=2)), {"object_diameter": 20.0})
     est = estimate_size(model, np.zeros((1, 64, 64), np.float32), PostprocessParams())
     assert est.diameter is not None and 0.8 < est.diameter / truth < 1.25, est
-
-
-def test_finer_probes_cannot_shrink_resolved_objects(monkeypatch) -> None:
-    """Objects resolved at a coarse zoom (seen 8+ px) that break into pieces when looked at
-    more closely keep (nearly) the coarse size."""
-    calls = []
-
-    def probe(model, plane, zoom, params, config):
-        calls.append(zoom)
-        return (60.0, 12) if zoom < 0.3 else (9.0, 50)  # 60 px objects, then their texture
-
-    monkeypatch.setattr(object_size, "_probe", probe)
-    model = Model(UNet(UNetConfig(base=4, depth=2)), {"object_diameter": 20.0})
-    est = estimate_size(model, np.zeros((1, 64, 64), np.float32), PostprocessParams())
-    assert calls[0] == pytest.approx(0.25)
-    assert est.diameter >= 60.0 / object_size.KEEP_WITHIN, est
 
 
 def test_a_blank_or_objectless_plane_gives_no_estimate(bundled) -> None:

@@ -32,12 +32,13 @@ from napari_unet.engine.object_scale import (
     trained_diameter,
     unzoom,
 )
+from napari_unet.engine.object_size import SizeEstimate, estimate_size
 from napari_unet.engine.postprocess import (
     PostprocessParams,
     instances_from_classes,
     instances_from_probabilities,
 )
-from napari_unet.engine.setup import as_model, as_numbers, default_params, image_axes, prepare
+from napari_unet.engine.setup import as_model, as_numbers, default_params, image_axes, prepare, size_plane
 from napari_unet.models.model_file import Model
 
 _log = logging.getLogger("napari_unet")
@@ -49,6 +50,7 @@ __all__ = [
     "Progress",
     "anisotropy_from_pixel_size",
     "default_params",
+    "estimate_object_size",
     "fuse_batchnorm",
     "image_axes",
     "instances",
@@ -192,6 +194,31 @@ class _FromConfig:
 
     def __repr__(self) -> str:
         return repr(self.value)
+
+
+def estimate_object_size(
+    image: np.ndarray,
+    model: Model | str | None = None,
+    *,
+    axes: str | None = None,
+    channel: int | None = None,
+    device: str = "auto",
+) -> SizeEstimate:
+    """The object size :func:`segment` would find in ``image`` by itself, without segmenting it.
+
+    The model probes a few small windows of one plane (the middle z of the first time point);
+    see :mod:`napari_unet.engine.object_size`. Its ``diameter`` (image px, None when too few
+    objects were found) can be checked, corrected and given back as ``segment(diameter=...)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> est = estimate_object_size(np.zeros((64, 64), np.uint16), axes="YX")
+    >>> est.diameter is None  # a blank image has no objects to measure
+    True
+    """
+    job = prepare(image, model, axes, channel, None, PredictConfig(device=device, estimate_size=False))
+    return estimate_size(job.model, size_plane(job.canonical, job.channels), job.params, job.config)
 
 
 def _field_default(cls: type, name: str) -> Any:

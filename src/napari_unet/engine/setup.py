@@ -33,7 +33,16 @@ from napari_unet.engine.tiling import TileGrid
 from napari_unet.models.model_file import Model
 from napari_unet.models.registry import load_model, resolve_model_path
 
-__all__ = ["SegmentJob", "array_axes", "as_model", "as_numbers", "default_params", "image_axes", "prepare"]
+__all__ = [
+    "SegmentJob",
+    "array_axes",
+    "as_model",
+    "as_numbers",
+    "default_params",
+    "image_axes",
+    "prepare",
+    "size_plane",
+]
 
 _LOADED: dict[tuple[str, int, int], Model] = {}
 
@@ -148,6 +157,15 @@ class SegmentJob:
         return planes
 
 
+def size_plane(canonical: Any, channels: slice) -> Any:
+    """The (C, Y, X) plane an image's object size is estimated on.
+
+    The middle z of the first time point; lazy arrays stay lazy (only the probe windows are
+    read).
+    """
+    return canonical[0, int(canonical.shape[1]) // 2, channels]
+
+
 def prepare(
     image: Any,
     model: Model | str | None = None,
@@ -203,7 +221,7 @@ def prepare(
     runner = make_runner(model, config)
     size = None
     if config.diameter is None and config.estimate_size:
-        size = estimate_size(model, can[0, int(can.shape[1]) // 2, chans], params, config)
+        size = estimate_size(model, size_plane(can, chans), params, config)
         if size.applied is not None:
             config = replace(config, diameter=size.applied)
     zoom = zoom_factor(model, config.diameter)
