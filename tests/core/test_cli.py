@@ -209,6 +209,26 @@ def test_size_estimate_is_on_by_default_and_printed_per_file(
     assert "objects ~" not in capsys.readouterr().out
 
 
+def test_accurate_reaches_predict_config(
+    tiny_model: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import napari_unet.engine.predict as predict
+
+    seen = []
+    real = predict.iter_segment
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["config"].accurate)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "iter_segment", spy)
+    src = tmp_path / "cells.tif"
+    tifffile.imwrite(src, _blobs())
+    assert _segment(tiny_model, out, str(src), "--accurate") == 0
+    assert _segment(tiny_model, out, str(src), "--overwrite") == 0
+    assert seen == [True, False]
+
+
 @pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "big"])
 def test_bad_diameter_is_a_usage_error(value: str, tmp_path: Path, capsys) -> None:
     args = ["segment", str(tmp_path / "a.tif"), "-o", str(tmp_path / "out"), "--diameter", value]

@@ -210,6 +210,10 @@ def test_diameter_spin_sets_the_predict_config(viewer_widget, qtbot) -> None:
     widget.diameter_spin.setValue(0)
     assert widget.params.predict_config().diameter is None
     assert widget.diameter_spin.specialValueText() == "auto"
+    assert widget.params.predict_config().accurate is False
+    widget.params.accurate.value = True
+    assert widget.params.predict_config().accurate is True
+    widget.params.accurate.value = False
     _run(qtbot, widget)
     # the estimate (or why there is none) in the tooltip, and in a few words in the status line
     assert "object size" in widget.status_label.toolTip()

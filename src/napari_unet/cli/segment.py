@@ -77,6 +77,11 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
         help="without --diameter, keep the model's own scale instead of estimating the object size",
     )
     seg.add_argument(
+        "--accurate",
+        action="store_true",
+        help="test-time augmentation: average the net over each tile and its mirror images (about 4x slower)",
+    )
+    seg.add_argument(
         "--overwrite", action="store_true", help="segment again and replace existing label files"
     )
     seg.add_argument(
@@ -119,6 +124,7 @@ def _batch_options(args: argparse.Namespace) -> BatchOptions:
         min_size=args.min_size,
         diameter=args.diameter,
         estimate_size=not args.no_size_estimate,
+        accurate=args.accurate,
         device=args.device,
         format=args.format,
         overwrite=args.overwrite,

@@ -37,6 +37,9 @@ class PredictConfig:
     zoomed back, so the labels keep the image's shape and ``min_size`` is in image pixels.
     Z is never rescaled (anisotropy is kept). The bundled model's nuclei were ~20 px.
 
+    ``accurate``: test-time augmentation, the mean of the net over each tile and its three
+    mirror images (4x the network time; :class:`napari_unet.engine.inference.Runner`).
+
     ``estimate_size``: with no ``diameter``, probe a few small windows of one plane with the
     model to estimate the objects' size, and rescale when it is far from the trained size
     (the estimate is reported as a ``Progress`` of stage ``"size"``). False: the model's own
@@ -58,6 +61,7 @@ class PredictConfig:
     diameter: float | None = None
     anisotropy: float | None = None
     estimate_size: bool = True
+    accurate: bool = False
 
     def __post_init__(self) -> None:
         if self.tile < 1 or self.overlap < 0 or self.batch_size < 0:

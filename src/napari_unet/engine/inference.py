@@ -60,21 +60,39 @@ def fuse_batchnorm(net: UNet) -> UNet:
     return fused
 
 
-class Runner:
-    """A net ready for inference on one device: numpy batch (N, C, h, w) -> logits tensor."""
+FLIPS = ((), (3,), (2,), (2, 3))  # test-time augmentation: the image and its three mirror images
 
-    def __init__(self, net: UNet, device: torch.device, dtype: torch.dtype | None) -> None:
-        self.device, self.dtype = device, dtype
+
+class Runner:
+    """A net ready for inference on one device: numpy batch (N, C, h, w) -> logits tensor.
+
+    ``flips``: the "accurate" mode, test-time augmentation: the logits are the mean over the
+    tile and its mirror images (left-right, up-down, both), each mirrored back; 4x the cost.
+    A net is not exactly mirror-symmetric, so the mean smooths its orientation-dependent
+    errors (a split or merge seen in one orientation only).
+    """
+
+    def __init__(
+        self, net: UNet, device: torch.device, dtype: torch.dtype | None, flips: bool = False
+    ) -> None:
+        self.device, self.dtype, self.flips = device, dtype, flips
         self.config = net.config
         self.module = fuse_batchnorm(net).to(device=device, memory_format=torch.channels_last)
 
     def __call__(self, batch: np.ndarray) -> torch.Tensor:
-        """Logits of one batch (N, C, h, w), in the runner's precision."""
+        """Logits of one batch (N, C, h, w), in the runner's precision (fp32 with flips)."""
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-                return self.module(x)
+                if not self.flips:
+                    return self.module(x)
+                total = None
+                for dims in FLIPS:
+                    y = self.module(torch.flip(x, dims) if dims else x).float()
+                    y = torch.flip(y, dims) if dims else y
+                    total = y if total is None else total.add_(y)
+                return total.div_(len(FLIPS))
 
 
 _RUNNERS: weakref.WeakKeyDictionary[UNet, dict[Any, tuple[Any, Runner]]] = weakref.WeakKeyDictionary()
@@ -99,13 +117,13 @@ def make_runner(model: Model, config: PredictConfig) -> Runner:
     """The inference net for ``model``: built once, reused until the model's weights change."""
     device = select_device(config.device)
     dtype = amp_dtype(device, config.amp)
-    key = (str(device), dtype)
+    key = (str(device), dtype, config.accurate)
     per_net = _RUNNERS.setdefault(model.net, {})
     fp = _fingerprint(model.net)
     hit = per_net.get(key)
     if hit is not None and hit[0] == fp:
         return hit[1]
-    runner = Runner(model.net, device, dtype)
+    runner = Runner(model.net, device, dtype, flips=config.accurate)
     per_net[key] = (fp, runner)
     return runner
 

@@ -245,6 +245,7 @@ def segment(
     diameter: float | None = _field_default(PredictConfig, "diameter"),
     anisotropy: float | None = _field_default(PredictConfig, "anisotropy"),
     estimate_size: bool = _field_default(PredictConfig, "estimate_size"),
+    accurate: bool = _field_default(PredictConfig, "accurate"),
     seed_threshold: float = _field_default(PostprocessParams, "seed_threshold"),
     min_seed_size: int = _field_default(PostprocessParams, "min_seed_size"),
     config: PredictConfig | None = None,
@@ -290,6 +291,10 @@ def segment(
         small probes, logged on the ``napari_unet`` logger) and rescale when it is far from
         the trained size; False keeps the model's own scale. Overrides
         ``config.estimate_size``.
+    accurate : bool, default False
+        Test-time augmentation: the net also sees the mirror images of each tile and the
+        results are averaged (4x the network time, see ``benchmarks/bench_segment.py``).
+        Overrides ``config.accurate``.
     seed_threshold : float, default 0.5
         Interior probability that makes a seed; overrides ``params.seed_threshold``.
     min_seed_size : int, default 4
@@ -337,6 +342,7 @@ def segment(
         diameter=diameter,
         anisotropy=anisotropy,
         estimate_size=estimate_size,
+        accurate=accurate,
     )
     pp_kw = _given(seed_threshold=seed_threshold, min_seed_size=min_seed_size)
     if threshold is not None:

@@ -144,6 +144,7 @@ def segment_and_write(
             device=options.device,
             diameter=options.diameter,
             estimate_size=options.estimate_size,
+            accurate=options.accurate,
             anisotropy=anisotropy_from_pixel_size(meta.get("pixel_size")),
         )
         params = _postprocess_params(model, options.threshold, options.min_size)

@@ -46,6 +46,8 @@ class BatchOptions:
         With no ``diameter``, estimate each image's object size with the model and rescale
         when it is far from the trained size (see :mod:`napari_unet.engine.object_size`);
         False keeps the model's own scale.
+    accurate : bool
+        Test-time augmentation (mirror images averaged; 4x the network time).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
     format : str
@@ -78,6 +80,7 @@ class BatchOptions:
     min_size: int | None = None
     diameter: float | None = None
     estimate_size: bool = True
+    accurate: bool = False
     device: str = "auto"
     format: str = "auto"
     overwrite: bool = False
