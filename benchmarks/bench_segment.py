@@ -168,6 +168,13 @@ def size_cost(model: Model, image: np.ndarray, config: PredictConfig, default_s:
         f"  end to end: {image.size / default_s / 1e6:.2f} MPix/s with the estimate, "
         f"{image.size / off_s / 1e6:.2f} without"
     )
+    t = time.perf_counter()
+    segment(image, model=model, config=replace(config, accurate=True))
+    acc = time.perf_counter() - t
+    print(
+        f"accurate mode (mirror images averaged): {acc:.2f} s, {acc / default_s:.1f}x the default call, "
+        f"{image.size / acc / 1e6:.2f} MPix/s (one call)"
+    )
 
 
 def breakdown(model: Model, image: np.ndarray, config: PredictConfig) -> dict[str, float]:

@@ -59,10 +59,10 @@ def _fragmenting_net(truth: float, trained: float = 20.0):
     def probe(model, plane, zoom, params, config):
         seen = truth * zoom
         if seen < 6.0:
-            return None, 0
+            return None, 0, None
         if seen > 2.0 * trained:
-            return 10.0 / zoom, 40  # pieces that look like objects of about the trained size
-        return 0.9 * truth, 20
+            return 10.0 / zoom, 40, None  # pieces that look like objects of about the trained size
+        return 0.9 * truth, 20, None
 
     return probe
 
@@ -160,3 +160,27 @@ def test_a_z_stack_is_estimated_once_from_its_middle_plane(bundled, monkeypatch)
     stack = np.stack([np.full((64, 64), z, np.uint16) for z in range(5)])
     segment(stack, model=bundled, axes="ZYX")
     assert len(planes) == 1 and planes[0].shape == (1, 64, 64) and (planes[0] == 2).all()
+
+
+def test_a_small_image_at_the_model_scale_costs_no_second_pass(bundled, monkeypatch) -> None:
+    """The estimate's last probe covered the whole plane at the model's own scale: those are
+    the plane's probabilities, so the net runs only for the probes, and the labels are exactly
+    those of a run without the estimate."""
+    from napari_unet.engine import inference  # local: the engine's runner, counted here only
+    from napari_unet.engine.predict import estimate_object_size  # local: the public wrapper
+
+    s = _nuclei(10.0, seed=6)  # ~18 px nuclei: the bundled model's own scale
+    image = s.image[:256, :256]
+    passes = []
+    run = inference.Runner.__call__
+    monkeypatch.setattr(inference.Runner, "__call__", lambda self, b: passes.append(b.shape) or run(self, b))
+    est = estimate_object_size(image, bundled, axes="YX")
+    assert est.applied is None and est.probs is not None
+    probing = len(passes)
+    passes.clear()
+    steps, labels = _steps(iter_segment(image, bundled, axes="YX"))
+    assert steps[0].stage == "size" and len(passes) == probing, "no pass beyond the probes"
+    passes.clear()
+    plain = segment(image, model=bundled, axes="YX", estimate_size=False)
+    assert passes, "without the estimate the net runs its own pass"
+    assert np.array_equal(labels, plain)

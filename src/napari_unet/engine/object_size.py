@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,7 @@ from napari_unet.engine.object_scale import (
     net_shape,
     resize_plane,
     trained_diameter,
-    working_zoom,
+    zoom_factor,
 )
 from napari_unet.engine.postprocess import (
     PostprocessParams,
@@ -82,6 +82,9 @@ class SizeEstimate:
     zooms: tuple[float, ...]
     seconds: float
     trained: float
+    # the last probe's probabilities when it covered the whole plane at the model's own scale:
+    # then they are that plane's prediction, and the engine does not compute them again
+    probs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def short(self) -> str:
         """A few words for a per-file line: the size, and whether the image was rescaled."""
@@ -161,8 +164,11 @@ def _probe(
     zoom: float,
     params: PostprocessParams,
     config: PredictConfig,
-) -> tuple[float | None, int]:
-    """Median object diameter (image px) and object count in a window probed at ``zoom``."""
+) -> tuple[float | None, int, np.ndarray | None]:
+    """Typical object diameter (image px) and object count in a window probed at ``zoom``.
+
+    Also the probabilities, when the window was the whole plane (else None).
+    """
     low, high = model.normalization
     h, w = int(plane.shape[-2]), int(plane.shape[-1])
     px = PROBE_PX
@@ -173,7 +179,7 @@ def _probe(
             crop = crop.view(np.uint8)
         bounds = [channel_bounds(crop[c], low, high) for c in range(crop.shape[0])]
         if all(b is None for b in bounds):
-            return None, 0  # a constant window: nothing to measure
+            return None, 0, None  # a constant window: nothing to measure
         x = apply_bounds(crop, bounds)
         shape = net_shape(crop.shape[-2:], None if abs(zoom - 1.0) < 1e-6 else zoom)
         if shape != tuple(crop.shape[-2:]):
@@ -187,9 +193,10 @@ def _probe(
         if diam.size >= MIN_PROBE_OBJECTS or whole_plane or px >= MAX_PROBE_PX:
             break
         px *= 2  # few objects in view: look at a wider window before concluding
+    whole = probs if whole_plane else None
     if diam.size == 0:
-        return None, 0
-    return _typical(diam) / zoom, int(diam.size)
+        return None, 0, whole
+    return _typical(diam) / zoom, int(diam.size), whole
 
 
 def estimate_size(
@@ -216,34 +223,39 @@ def estimate_size(
     """
     t0 = time.perf_counter()
     trained = trained_diameter(model)
-    own = min(max(working_zoom(model), MIN_ZOOM), MAX_ZOOM)
+    own = zoom_factor(model, None) or 1.0  # the scale the engine runs at without a diameter
+    config = replace(config, accurate=False)  # probes need no test-time augmentation
+
+    def target(implied: float) -> float:
+        """Where to look next: the model's own scale when the objects would not be rescaled."""
+        return own if 1.0 / KEEP_WITHIN < implied / own < UPSCALE_FROM else implied
+
     zooms: list[float] = []
-    probes: list[tuple[float, int]] = []  # (diameter, objects) of each probe that found some
+    probes: list[tuple[float, int, np.ndarray | None, float]] = []  # (diameter, objects, probs, zoom)
     zoom = max(own * COARSE_START, MIN_ZOOM)
     while len(zooms) < MAX_PROBES:
         zooms.append(zoom)
-        diameter, count = _probe(model, plane, zoom, params, config)
+        diameter, count, probs = _probe(model, plane, zoom, params, config)
         if diameter is None:
             if not probes and zoom < own:
                 zoom = own  # nothing at the coarse scale (tiny or sparse objects): look at the model's
                 continue
             break
-        probes.append((diameter, count))
-        implied = min(max(trained / diameter, MIN_ZOOM), MAX_ZOOM)
-        if abs(math.log(implied / zoom)) < math.log(KEEP_WITHIN) and count >= MIN_PROBE_OBJECTS:
+        probes.append((diameter, count, probs, zoom))
+        nxt = target(min(max(trained / diameter, MIN_ZOOM), MAX_ZOOM))
+        if abs(math.log(nxt / zoom)) < math.log(KEEP_WITHIN) and count >= MIN_PROBE_OBJECTS:
             break  # the objects came out at about the trained size: this probe is the one to trust
-        if len(zooms) >= 2 and (implied - zoom) * (zoom - zooms[-2]) < 0:
+        if len(zooms) >= 2 and (nxt - zoom) * (zoom - zooms[-2]) < 0:
             # turning back: the probes disagree (few objects, or a scale the net reads two ways);
             # the one that saw the most objects stands
             probes.sort(key=lambda p: p[1])
             break
-        zoom = implied  # (a few objects are a hint of where to look, not yet an estimate)
-    found: tuple[float | None, int] = probes[-1] if probes else (None, 0)
-    if found[1] < MIN_PROBE_OBJECTS:
-        found = (None, found[1])
-    diameter, count = found
+        zoom = nxt  # (a few objects are a hint of where to look, not yet an estimate)
+    diameter, count, probs, at = probes[-1] if probes else (None, 0, None, 0.0)
+    if count < MIN_PROBE_OBJECTS:
+        diameter = None
     applied = None
-    if diameter is not None:
-        implied = min(max(trained / diameter, MIN_ZOOM), MAX_ZOOM)
-        applied = None if 1.0 / KEEP_WITHIN < implied / own < UPSCALE_FROM else diameter
-    return SizeEstimate(diameter, applied, count, tuple(zooms), time.perf_counter() - t0, trained)
+    if diameter is not None and target(min(max(trained / diameter, MIN_ZOOM), MAX_ZOOM)) != own:
+        applied = diameter
+    reusable = probs if applied is None and at == own else None
+    return SizeEstimate(diameter, applied, count, tuple(zooms), time.perf_counter() - t0, trained, reusable)

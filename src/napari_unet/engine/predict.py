@@ -164,12 +164,19 @@ def iter_segment(
             done += n_z * len(grid)
             yield Progress(done, total, "predict")
         else:
-            planes = job.planes(frame, bounds, (h, w))
-            probs = np.empty((model.config.out_channels, n_z, *net_hw), np.float32)
-            done = yield from predict_planes(
-                job.runner, planes, n_z, grid, probs, job.batch_size(grid), done, total
-            )
-            del frame, planes
+            reused = _probe_probabilities(job, net_hw) if (n_t, n_z) == (1, 1) else None
+            if reused is not None:  # the size estimate already predicted this whole plane
+                probs = reused
+                done = total
+                yield Progress(done, total, "predict")
+            else:
+                planes = job.planes(frame, bounds, (h, w))
+                probs = np.empty((model.config.out_channels, n_z, *net_hw), np.float32)
+                done = yield from predict_planes(
+                    job.runner, planes, n_z, grid, probs, job.batch_size(grid), done, total
+                )
+                del planes
+            del frame
             if job.zoom is not None:
                 probs = unzoom(probs, (h, w))
             lab = instances(probs if n_z > 1 else probs[:, 0], job.params, job.volume)
@@ -179,6 +186,21 @@ def iter_segment(
             labels[t] = lab.reshape(n_z, h, w)
         yield Progress(t + 1, n_t, "postprocess")
     return labels_from_canonical(labels, job.axes)
+
+
+def _probe_probabilities(job: Any, net_hw: tuple[int, int]) -> np.ndarray | None:
+    """The (K, 1, h, w) probabilities the size estimate already computed for this plane.
+
+    They exist when its last probe covered the whole (single) plane at the scale this run uses
+    (a small image, at the model's own scale); else None.
+    """
+    size = job.size
+    if size is None or size.probs is None or job.config.accurate:
+        return None
+    probs = size.probs
+    if probs.shape[-2:] != tuple(net_hw):
+        return None
+    return probs[:, None]
 
 
 class _FromConfig:
