@@ -9,7 +9,8 @@ bilinear, masks nearest) and segmented through the public ``segment`` three ways
 own scale (``estimate_size=False``), the default (the size estimate), and the true median
 diameter of the rescaled masks given by hand. Prints, per zoom and experiment, the estimate's
 error (median and worst |log ratio| as a factor), F1@0.5 and AP@0.5 = TP / (TP + FP + FN) of
-the three, and the estimate's time against that of a full segmentation.
+the three, the mean AP over IoU 0.5-0.95, and the estimate's time against that of a full
+segmentation.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from skimage.transform import rescale
 
 from napari_unet.engine.config import PredictConfig
-from napari_unet.engine.metrics import Matching, match
+from napari_unet.engine.metrics import Matching, iou_matrix, match
 from napari_unet.engine.object_size import SizeEstimate
 from napari_unet.engine.predict import iter_segment, segment
 from napari_unet.models.model_file import Model
@@ -68,10 +69,25 @@ def ap(m: Matching) -> float:
     return m.tp / max(m.tp + m.fp + m.fn, 1)
 
 
+THRESHOLDS = np.arange(0.5, 0.96, 0.05)
+
+
+def counts(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(tp, fp, fn) at each IoU threshold 0.5, 0.55, ..., 0.95 (for the mean AP)."""
+    iou = iou_matrix(truth, pred)
+    tp = np.array([(iou > t).sum() for t in THRESHOLDS])
+    return np.stack([tp, iou.shape[1] - tp, iou.shape[0] - tp], 1)
+
+
+def mean_ap(c: np.ndarray) -> float:
+    return float(np.mean(c[:, 0] / np.maximum(c.sum(1), 1)))
+
+
 def row(r: dict) -> str:
-    """F1 and AP of the model's scale / the estimate / the true diameter."""
+    """F1, AP@0.5 and mean AP@0.5:0.95 of the model's scale / the estimate / the true diameter."""
     f1 = " / ".join(f"{r[k].f1:.3f}" for k in "mat")
-    return f"{f1}      | " + " / ".join(f"{ap(r[k]):.3f}" for k in "mat")
+    ap5 = " / ".join(f"{ap(r[k]):.3f}" for k in "mat")
+    return f"{f1}      | {ap5} | " + " / ".join(f"{mean_ap(r['c' + k]):.3f}" for k in "mat")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"model {args.model or 'nuclei (bundled)'}; {len(val)} held-out images")
     print(
-        "zoom  experiment   n  | est. error med/worst | F1 model / auto / true diam | AP model / auto / true "
-        "| estimate s / segment s"
+        "zoom  experiment   n  | est. error med/worst | F1 model / auto / true diam "
+        "| AP@0.5 model / auto / true | mAP@.5:.95 model / auto / true | estimate s / segment s"
     )
     for zoom in (float(z) for z in args.zooms.split(",")):
         rows: dict[str, dict[str, object]] = {}
@@ -133,14 +149,17 @@ def main(argv: list[str] | None = None) -> int:
             r["m"] = r["m"] + match(lab, own)
             r["a"] = r["a"] + match(lab, auto)
             r["t"] = r["t"] + match(lab, given)
+            for k, pred in zip("mat", (own, auto, given), strict=True):
+                r["c" + k] = r.get("c" + k, 0) + counts(lab, pred)
             if size.diameter is not None:
                 r["err"].append(abs(math.log(size.diameter / truth)))
             r["te"] += size.seconds
             r["ts"] += t1 - t0
-        total = {k: Matching(0, 0, 0) for k in "mat"}
+        total: dict[str, object] = {k: Matching(0, 0, 0) for k in "mat"}
         for group, r in sorted(rows.items()):
             for k in "mat":
                 total[k] = total[k] + r[k]
+                total["c" + k] = total.get("c" + k, 0) + r["c" + k]
             err = r["err"]
             e = f"{math.exp(np.median(err)):.2f}x / {math.exp(max(err)):.2f}x" if err else "none"
             print(
