@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_unet.common.generators import drain
 from napari_unet.engine import object_size
 from napari_unet.engine.config import PredictConfig
 from napari_unet.engine.object_size import SizeEstimate, estimate_size
@@ -101,12 +102,9 @@ def test_the_probe_windows_are_small(bundled, monkeypatch) -> None:
 
 
 def _steps(gen):
-    steps = []
-    while True:
-        try:
-            steps.append(next(gen))
-        except StopIteration as stop:
-            return steps, stop.value
+    """What a generator yields, and what it returns."""
+    steps: list = []
+    return steps, drain(gen, steps.append)
 
 
 def test_segment_estimates_by_default_and_reports_it_first(bundled) -> None:
