@@ -70,8 +70,8 @@ UPSCALE_FROM = 2.0  # small objects are enlarged only when this far below the tr
 class SizeEstimate:
     """What the probes found.
 
-    ``diameter``: the objects' median equivalent diameter in image px (None: too few objects
-    to say, the model's own scale is kept). ``applied``: the diameter the engine rescales by,
+    ``diameter``: the objects' typical equivalent diameter in image px (:func:`_typical`; None:
+    too few objects to say, the model's own scale is kept). ``applied``: the diameter the engine rescales by,
     None when the model's own scale is kept (no estimate, or one close to it). ``zooms``: the
     Y/X zooms probed, in order; ``objects``: objects measured by the last probe.
     """
