@@ -182,3 +182,17 @@ def test_a_small_image_at_the_model_scale_costs_no_second_pass(bundled, monkeypa
     plain = segment(image, model=bundled, axes="YX", estimate_size=False)
     assert passes, "without the estimate the net runs its own pass"
     assert np.array_equal(labels, plain)
+
+
+def test_a_fine_tuned_card_is_compared_in_the_statistic_the_probes_measure(monkeypatch) -> None:
+    """Objects of widely varying size (EM profiles) read larger in the probes' statistic than
+    their median: a card that records both makes an image like its training images keep the
+    model's scale, where the median alone would shrink it."""
+    card = {"object_diameter": 27.6, "typical_diameter": 50.0, "working_zoom": 0.725}
+    model = Model(UNet(UNetConfig(base=4, depth=2)), card)
+    monkeypatch.setattr(object_size, "_probe", lambda m, p, zoom, params, config: (50.0, 40, None))
+    est = estimate_size(model, np.zeros((1, 64, 64), np.float32), PostprocessParams())
+    assert est.applied is None and est.diameter == pytest.approx(27.6, rel=0.01), est
+    del card["typical_diameter"]
+    est = estimate_size(Model(model.net, card), np.zeros((1, 64, 64), np.float32), PostprocessParams())
+    assert est.applied == pytest.approx(50.0), "without it the median is the reference"

@@ -123,6 +123,8 @@ def test_a_fine_tune_at_the_working_scale_records_it_and_prediction_applies_it()
     d = median_object_diameter(samples)
     assert tuned.card["working_zoom"] == pytest.approx(12.0 / d, abs=1e-3)
     assert tuned.card["object_diameter"] == pytest.approx(d, abs=0.1)
+    # the object-size estimate's reference: equal discs read the same in both statistics
+    assert tuned.card["typical_diameter"] == pytest.approx(d, rel=0.05)
     assert tuned.card["finetune"]["batchnorm"] == "re-estimated"
     assert object_scale.zoom_factor(tuned, None) == pytest.approx(12.0 / d, abs=1e-3)
     assert object_scale.trained_diameter(tuned) == pytest.approx(12.0, abs=0.1)

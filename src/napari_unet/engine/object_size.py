@@ -4,7 +4,7 @@ A U-Net finds objects well near the size it learnt (the card's trained diameter)
 far from it. So the size of an image's objects is estimated by the model itself: a window
 of one plane is segmented, first at half the model's scale, and the typical diameter of the
 objects found there is taken (the median equivalent diameter of those that carry the
-foreground area, see :func:`_typical`);
+foreground area, see :func:`typical_diameter`);
 when that says the objects are far from the trained size, the window is probed again
 zoomed by what that estimate implies, until the objects come out at about the trained size
 (a fixed point: at the right zoom the net sees its own size, and its segmentation is then
@@ -55,7 +55,16 @@ from napari_unet.engine.postprocess import (
 )
 from napari_unet.models.model_file import Model
 
-__all__ = ["KEEP_WITHIN", "MAX_PROBES", "MIN_PROBE_OBJECTS", "PROBE_PX", "SizeEstimate", "estimate_size"]
+__all__ = [
+    "KEEP_WITHIN",
+    "MAX_PROBES",
+    "MIN_PROBE_OBJECTS",
+    "PROBE_PX",
+    "SizeEstimate",
+    "estimate_size",
+    "reference_diameter",
+    "typical_diameter",
+]
 
 PROBE_PX = 256  # net px per side of a probe window: ~1/4 of a 512 px tile
 MIN_PROBE_OBJECTS = 5  # fewer objects than this in a probe: widen it; an estimate needs as many
@@ -70,7 +79,7 @@ UPSCALE_FROM = 2.0  # small objects are enlarged only when this far below the tr
 class SizeEstimate:
     """What the probes found.
 
-    ``diameter``: the objects' typical equivalent diameter in image px (:func:`_typical`; None:
+    ``diameter``: the objects' typical equivalent diameter in image px (:func:`typical_diameter`; None:
     too few objects to say, the model's own scale is kept). ``applied``: the diameter the engine rescales by,
     None when the model's own scale is kept (no estimate, or one close to it). ``zooms``: the
     Y/X zooms probed, in order; ``objects``: objects measured by the last probe.
@@ -138,7 +147,7 @@ def _diameters(labels: np.ndarray, touching_edge: tuple[bool, bool, bool, bool])
     return 2.0 * np.sqrt(areas[keep] / np.pi)
 
 
-def _typical(diameters: np.ndarray) -> float:
+def typical_diameter(diameters: np.ndarray) -> float:
     """The median diameter of the objects that carry the foreground, specks and pieces left out.
 
     The area-weighted median (the size of the object a foreground pixel typically belongs
@@ -150,6 +159,23 @@ def _typical(diameters: np.ndarray) -> float:
     cum = np.cumsum(order**2)
     weighted = order[int(np.searchsorted(cum, cum[-1] / 2.0))]
     return float(np.median(order[order >= weighted / 2.0]))
+
+
+def reference_diameter(model: Model) -> float:
+    """The trained object size as the probes measure it (px the net saw).
+
+    A fine-tuned card records its objects' ``typical_diameter`` (:func:`typical_diameter`),
+    which for objects of widely varying size is well above their median; cards without it
+    (the bundled model: nuclei of similar sizes, where the two agree within ~10 %) give the
+    trained median diameter.
+    """
+    try:
+        typical = float(model.card["typical_diameter"])
+    except (KeyError, TypeError, ValueError):
+        return trained_diameter(model)
+    if not (math.isfinite(typical) and typical > 0):
+        return trained_diameter(model)
+    return typical * trained_diameter(model) / float(model.card.get("object_diameter", typical) or typical)
 
 
 def _instances(probs: np.ndarray, params: PostprocessParams) -> np.ndarray:
@@ -196,7 +222,7 @@ def _probe(
     whole = probs if whole_plane else None
     if diam.size == 0:
         return None, 0, whole
-    return _typical(diam) / zoom, int(diam.size), whole
+    return typical_diameter(diam) / zoom, int(diam.size), whole
 
 
 def estimate_size(
@@ -224,6 +250,7 @@ def estimate_size(
     t0 = time.perf_counter()
     trained = trained_diameter(model)
     own = zoom_factor(model, None) or 1.0  # the scale the engine runs at without a diameter
+    to_median = trained / reference_diameter(model)
     config = replace(config, accurate=False)  # probes need no test-time augmentation
 
     def target(implied: float) -> float:
@@ -236,6 +263,8 @@ def estimate_size(
     while len(zooms) < MAX_PROBES:
         zooms.append(zoom)
         diameter, count, probs = _probe(model, plane, zoom, params, config)
+        if diameter is not None:
+            diameter *= to_median  # in the statistic the trained diameter is
         if diameter is None:
             if not probes and zoom < own:
                 zoom = own  # nothing at the coarse scale (tiny or sparse objects): look at the model's

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from napari_unet.engine.object_scale import trained_diameter
+from napari_unet.engine.object_size import typical_diameter
 from napari_unet.models.model_file import Model
 from napari_unet.training.holdout import HeldOutScore
 from napari_unet.training.loop import TrainConfig
@@ -26,10 +27,22 @@ __all__ = [
     "finetuned_card",
     "fitted_thresholds",
     "median_object_diameter",
+    "object_diameters",
     "working_card",
 ]
 
 MIN_OBJECTS_FOR_DIAMETER = 5
+
+
+def object_diameters(samples: Sequence[Sample]) -> np.ndarray:
+    """Equivalent diameters (px) of the annotated objects (the parts inside each mask)."""
+    areas: list[np.ndarray] = []
+    for s in samples:
+        lab = s.labels if s.mask is None else np.where(s.mask, s.labels, 0)
+        counts = np.bincount(lab.ravel().astype(np.int64))[1:]
+        areas.append(counts[counts > 0])
+    all_areas = np.concatenate(areas) if areas else np.zeros(0)
+    return 2.0 * np.sqrt(all_areas / np.pi)
 
 
 def median_object_diameter(samples: Sequence[Sample]) -> float | None:
@@ -39,15 +52,10 @@ def median_object_diameter(samples: Sequence[Sample]) -> float | None:
     not be the parent's: its card records that size, so that Segment's *diameter* rescales an
     image relative to what this model saw (and 3D seed erosion and chunk halos scale with it).
     """
-    areas: list[np.ndarray] = []
-    for s in samples:
-        lab = s.labels if s.mask is None else np.where(s.mask, s.labels, 0)
-        counts = np.bincount(lab.ravel().astype(np.int64))[1:]
-        areas.append(counts[counts > 0])
-    all_areas = np.concatenate(areas) if areas else np.zeros(0)
-    if all_areas.size < MIN_OBJECTS_FOR_DIAMETER:
+    diameters = object_diameters(samples)
+    if diameters.size < MIN_OBJECTS_FOR_DIAMETER:
         return None
-    return float(np.median(2.0 * np.sqrt(all_areas / np.pi)))
+    return float(np.median(diameters))
 
 
 def working_card(parent: Model, native: Sequence[Sample], zoom: float) -> dict[str, float]:
@@ -56,12 +64,20 @@ def working_card(parent: Model, native: Sequence[Sample], zoom: float) -> dict[s
     ``object_diameter`` is the objects' median diameter in the user's own pixels (the parent's
     when too few were annotated) and ``working_zoom`` the factor the training images were
     resized by; a new image of the same kind is resized by the same factor when no diameter is
-    given (:func:`napari_unet.engine.object_scale.zoom_factor`).
+    given (:func:`napari_unet.engine.object_scale.zoom_factor`). ``typical_diameter`` is the
+    same objects measured as the object-size estimate measures an image
+    (:func:`napari_unet.engine.object_size.typical_diameter`), its reference: on objects of
+    widely varying size (EM profiles of 3-200 px) it reads 1.8x the median.
     """
-    diameter = median_object_diameter(native)
-    if diameter is None:  # size unknown: the net saw them as it sees the parent's objects
-        return {"object_diameter": round(trained_diameter(parent), 1), "working_zoom": round(zoom, 4)}
-    return {"object_diameter": round(diameter, 1), "working_zoom": round(zoom, 4)}
+    diameters = object_diameters(native)
+    if diameters.size < MIN_OBJECTS_FOR_DIAMETER:  # size unknown: seen as the parent's objects
+        size = round(trained_diameter(parent), 1)
+        return {"object_diameter": size, "typical_diameter": size, "working_zoom": round(zoom, 4)}
+    return {
+        "object_diameter": round(float(np.median(diameters)), 1),
+        "typical_diameter": round(typical_diameter(diameters), 1),
+        "working_zoom": round(zoom, 4),
+    }
 
 
 def finetuned_card(
