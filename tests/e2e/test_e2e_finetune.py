@@ -127,4 +127,6 @@ def test_finetune_learns_large_unfamiliar_cells_and_segment_uses_it(
     # Segment replaces its own result when nobody edited it
     after = match(test_lab, np.asarray(viewer.layers["other cells labels"].data), 0.5).f1
     print(f"bundled model F1 {before:.3f}; after 80 steps on one corrected image F1 {after:.3f}")
-    assert before < 0.5 and after >= 0.7, (before, after, ft.status_label.text())
+    # the bundled model, sizing these cells by itself, already finds most of them (F1 ~0.85;
+    # 0.00 at its own scale before the object-size estimate): the fine-tune must still add
+    assert after >= 0.9 and after >= before + 0.1, (before, after, ft.status_label.text())

@@ -229,8 +229,34 @@ def estimate_object_size(
     """The object size :func:`segment` would find in ``image`` by itself, without segmenting it.
 
     The model probes a few small windows of one plane (the middle z of the first time point);
-    see :mod:`napari_unet.engine.object_size`. Its ``diameter`` (image px, None when too few
-    objects were found) can be checked, corrected and given back as ``segment(diameter=...)``.
+    see :mod:`napari_unet.engine.object_size`.
+
+    Parameters
+    ----------
+    image : array-like
+        Numpy, dask or zarr array of up to 5 axes among T, Z, C (or S), Y, X; only the probe
+        windows are read.
+    model : Model, str or None
+        A loaded model, a model name or a ``.pt`` path; None is the bundled nuclei model.
+    axes : str, optional
+        The image's axis letters; None guesses them.
+    channel : int, optional
+        The channel a one-channel model sees, when the image has several.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+
+    Returns
+    -------
+    SizeEstimate
+        ``diameter``: the typical object diameter in image px (None when too few objects were
+        found), to check, correct and give back as ``segment(diameter=...)``; ``applied``: the
+        diameter ``segment`` would rescale by (None: the model's own scale);
+        ``describe()``: one line.
+
+    Raises
+    ------
+    BadImageError, AxesError, ModelFileError
+        With a one-line message, as :func:`segment`.
 
     Examples
     --------
