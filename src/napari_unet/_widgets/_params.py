@@ -112,7 +112,8 @@ class SegmentParams:
             text="accurate (4x slower)",
             value=False,
             tooltip="Test-time augmentation: the network also looks at the mirror images of the image "
-            "and the answers are averaged. Fewer split and merged nuclei, about 4x the time",
+            "and the answers are averaged, at about 4x the time. On the bundled model's held-out "
+            "nuclei it changed F1 by less than 0.01; worth a try where objects come out split or merged",
         )
         self.form = form([self.threshold, self.min_size, self.diameter, self.scope, self.accurate])
 

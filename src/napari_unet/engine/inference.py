@@ -69,7 +69,8 @@ class Runner:
     ``flips``: the "accurate" mode, test-time augmentation: the logits are the mean over the
     tile and its mirror images (left-right, up-down, both), each mirrored back; 4x the cost.
     A net is not exactly mirror-symmetric, so the mean smooths its orientation-dependent
-    errors (a split or merge seen in one orientation only).
+    errors (a split or merge seen in one orientation only). Measured on the bundled model's
+    held-out nuclei: F1 0.774 -> 0.773 at 3.3x the time, so it is an option, not the default.
     """
 
     def __init__(
