@@ -21,6 +21,7 @@ _LAZY = {
     "list_models": ("napari_unet.models.registry", "list_models"),
     "segment": ("napari_unet.engine.predict", "segment"),
     "estimate_object_size": ("napari_unet.engine.predict", "estimate_object_size"),
+    "measure": ("napari_unet.engine.measure", "measure"),
     "finetune": ("napari_unet.training.finetune", "finetune"),
     "iter_segment": ("napari_unet.engine.predict", "iter_segment"),
     "Model": ("napari_unet.models.model_file", "Model"),
@@ -43,6 +44,7 @@ __all__ = [
     "iter_segment",
     "list_models",
     "load_model",
+    "measure",
     "open_image",
     "run_batch",
     "segment",
@@ -50,6 +52,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from napari_unet.engine.measure import measure
     from napari_unet.engine.predict import estimate_object_size, iter_segment, segment
     from napari_unet.io.images import open_image
     from napari_unet.models.model_file import Model

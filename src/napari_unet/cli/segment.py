@@ -77,6 +77,12 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
         help="without --diameter, keep the model's own scale instead of estimating the object size",
     )
     seg.add_argument(
+        "--measure",
+        action="store_true",
+        help="also write OUT/<name>_objects.csv: one row per object (area, centroid, bounding box, "
+        "intensities, shape; in physical units when the file has a pixel size)",
+    )
+    seg.add_argument(
         "--accurate",
         action="store_true",
         help="test-time augmentation: average the net over each tile and its mirror images (about 4x slower)",
@@ -125,6 +131,7 @@ def _batch_options(args: argparse.Namespace) -> BatchOptions:
         diameter=args.diameter,
         estimate_size=not args.no_size_estimate,
         accurate=args.accurate,
+        measure=args.measure,
         device=args.device,
         format=args.format,
         overwrite=args.overwrite,

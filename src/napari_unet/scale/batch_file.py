@@ -27,6 +27,7 @@ from napari_unet.common.axes import AxesError, decide_axes, output_axes
 from napari_unet.common.generators import drain
 from napari_unet.engine import predict
 from napari_unet.engine.config import PredictConfig, Progress
+from napari_unet.engine.measure import measure_labels, table_to_csv
 from napari_unet.engine.metrics import count_objects
 from napari_unet.engine.normalize import BadImageError
 from napari_unet.engine.object_scale import anisotropy_from_pixel_size
@@ -39,6 +40,7 @@ from napari_unet.scale import chunked
 from napari_unet.scale.batch_outputs import (
     count_store,
     is_zarr_path,
+    objects_path,
     output_format,
     precheck,
     tiff_from_store,
@@ -123,7 +125,8 @@ def segment_and_write(
 ) -> int:
     """Read, segment, write; returns the object count. Raises BatchInputError with one line.
 
-    ``size``: a list the object-size estimate is appended to, when one is made.
+    ``size``: a list the object-size estimate is appended to, when one is made, and notes
+    for the file's line (strings).
 
     A lazy input (OME-Zarr, or a TIFF above io's size threshold) is segmented block by block
     (``chunked``) so memory does not grow with the stack: straight into the OME-Zarr output,
@@ -150,6 +153,8 @@ def segment_and_write(
         params = _postprocess_params(model, options.threshold, options.min_size)
         kwargs = {"axes": axes, "channel": options.channel, "params": params, "config": config}
         if meta.get("lazy"):
+            if options.measure and size is not None:
+                size.append("no objects table (lazy inputs are not measured yet)")
             sizes = {k: v for k, v in (meta.get("pixel_size") or {}).items() if k in "ZYX"}
             store = output if fmt == "zarr" else output.with_name(f".{output.name}.{os.getpid()}.tmp.zarr")
             try:
@@ -189,11 +194,33 @@ def segment_and_write(
         out_axes = None  # predict changed the dimensionality; write without claiming axes
     try:
         write_output(output, labels, out_axes, meta, fmt, options.overwrite)
+        if options.measure:
+            _write_objects(output, labels, data, axes, options.channel, meta)
     except OSError as exc:
         raise BatchInputError(f"cannot write {output} ({exc.strerror or one_line(exc)})") from None
     except ValueError as exc:
         raise BatchInputError(f"cannot write {output.name}: {one_line(exc)}") from None
     return count_objects(labels)
+
+
+def _write_objects(
+    output: Path, labels: np.ndarray, data: Any, axes: str, channel: int | None, meta: dict[str, Any]
+) -> None:
+    """Write ``<stem>_objects.csv`` beside the labels: one row per object.
+
+    Intensities come from the channel the model saw, physical units from the file's pixel size.
+    """
+    image = np.asarray(data)
+    if "C" in axes or "S" in axes:
+        c = axes.index("C") if "C" in axes else axes.index("S")
+        image = np.take(image, channel or 0, axis=c)
+    lab_axes = output_axes(axes)
+    if labels.ndim != len(lab_axes) or image.shape != labels.shape:
+        image = None  # predict changed the dimensionality: no intensities to pair
+        lab_axes = None
+    sizes = meta.get("pixel_size") or None
+    table = measure_labels(labels, image, axes=lab_axes, scale=sizes, unit=meta.get("unit"))
+    table_to_csv(table, objects_path(output))
 
 
 def _noting_size(
@@ -251,7 +278,7 @@ def segment_file(
     except Exception as exc:  # noqa: BLE001 - one broken input must not end the batch
         problem = f"unexpected {type(exc).__name__}: {one_line(exc)}"
     else:
-        note = size[-1].short() if size else ""
+        note = "; ".join(x if isinstance(x, str) else x.short() for x in size)
         return FileResult(
             text, str(out), "done", count, time.perf_counter() - start, "", _worker_name(), note
         )

@@ -67,6 +67,14 @@ def output_path(outdir: str | os.PathLike, input_path: str | os.PathLike, fmt: s
     return Path(outdir) / f"{_stem(input_path)}{OUTPUT_SUFFIX[output_format(input_path, fmt)]}"
 
 
+def objects_path(labels_output: str | os.PathLike) -> Path:
+    """``OUTDIR/<stem>_objects.csv``, the per-object table beside ``OUTDIR/<stem>_labels.*``."""
+    path = Path(labels_output)
+    name = path.name
+    stem = name[: name.rindex(LABELS_TAG)] if LABELS_TAG in name else path.stem
+    return path.with_name(f"{stem}_objects.csv")
+
+
 def _tiff_complete(path: Path) -> bool:
     try:
         size = path.stat().st_size

@@ -48,6 +48,10 @@ class BatchOptions:
         False keeps the model's own scale.
     accurate : bool
         Test-time augmentation (mirror images averaged; 4x the network time).
+    measure : bool
+        Also write ``<stem>_objects.csv`` beside the labels: one row per object
+        (:func:`napari_unet.engine.measure.measure_labels`), in physical units when the file
+        has a pixel size.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
     format : str
@@ -81,6 +85,7 @@ class BatchOptions:
     diameter: float | None = None
     estimate_size: bool = True
     accurate: bool = False
+    measure: bool = False
     device: str = "auto"
     format: str = "auto"
     overwrite: bool = False
