@@ -87,7 +87,7 @@ def test_measure_gives_a_dataframe_or_a_dict(tmp_path: Path) -> None:
 
 
 def test_cli_measure_writes_the_table_beside_the_labels(tmp_path: Path) -> None:
-    labels, image = _discs((128, 128))
+    _, image = _discs((128, 128))
     src = tmp_path / "cells.tif"
     tifffile.imwrite(src, (image * 10).astype(np.uint16))
     out = tmp_path / "out"
