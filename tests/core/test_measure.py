@@ -97,3 +97,17 @@ def test_cli_measure_writes_the_table_beside_the_labels(tmp_path: Path) -> None:
     ids = np.unique(segmented)[1:]
     assert len(rows) == len(ids) > 0
     assert sorted(int(r["area"]) for r in rows) == sorted(int((segmented == i).sum()) for i in ids)
+
+
+def test_eccentricity_in_one_pass_equals_scikit_image() -> None:
+    from skimage.measure import label, regionprops_table  # local: the reference, here only
+
+    from napari_unet.engine.measure import eccentricities  # local: the helper under test
+
+    rng = np.random.default_rng(0)
+    from scipy import ndimage as ndi  # local: only this test makes random blobs
+
+    blobs = label(ndi.gaussian_filter(rng.random((200, 200)), 3) > 0.52)
+    ref = regionprops_table(blobs, properties=["label", "eccentricity"])
+    assert len(ref["label"]) > 10
+    np.testing.assert_allclose(eccentricities(blobs, ref["label"]), ref["eccentricity"], atol=1e-9)

@@ -20,7 +20,7 @@ from skimage.measure import regionprops_table
 
 from napari_unet.common.atomic import atomic_write
 
-__all__ = ["Table", "measure", "measure_labels", "table_to_csv"]
+__all__ = ["Table", "eccentricities", "measure", "measure_labels", "table_to_csv"]
 
 Table = dict[str, np.ndarray]
 
@@ -49,7 +49,7 @@ def _frame_table(labels: np.ndarray, image: np.ndarray | None, spatial: str) -> 
     if image is not None:
         props += ["intensity_mean", "intensity_max"]
     if len(spatial) == 2:
-        props += ["eccentricity", "solidity"]
+        props += ["solidity"]
     raw = regionprops_table(labels, intensity_image=image, properties=props)
     n = len(spatial)
     out: Table = {"label": raw["label"].astype(np.int64), "area": raw["area"].astype(np.int64)}
@@ -62,11 +62,39 @@ def _frame_table(labels: np.ndarray, image: np.ndarray | None, spatial: str) -> 
         out["mean_intensity"] = raw["intensity_mean"].astype(np.float64)
         out["max_intensity"] = raw["intensity_max"].astype(np.float64)
     if n == 2:
-        out["eccentricity"] = raw["eccentricity"]
+        out["eccentricity"] = eccentricities(labels, out["label"])
         out["solidity"] = raw["solidity"]
     else:
         out["z_extent"] = out["bbox_z1"] - out["bbox_z0"]
     return out
+
+
+def eccentricities(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Eccentricity of the ellipse with the same second moments as each 2D object in ``ids``.
+
+    scikit-image's definition (``sqrt(1 - l2 / l1)`` of the inertia tensor's eigenvalues),
+    from per-label sums of coordinates in one pass over the pixels: regionprops computes the
+    moments object by object, 0.8 s of the 1.1 s a 2048 px image with ~1000 nuclei took.
+    """
+    flat = labels.ravel().astype(np.int64)
+    yy, xx = np.indices(labels.shape, dtype=np.float64)
+    y, x = yy.ravel(), xx.ravel()
+    size = int(flat.max(initial=0)) + 1
+
+    def total(w: np.ndarray | None) -> np.ndarray:
+        return np.bincount(flat, weights=w, minlength=size)[ids]
+
+    n = total(None)
+    my, mx = total(y) / n, total(x) / n
+    cyy = total(y * y) / n - my * my
+    cxx = total(x * x) / n - mx * mx
+    cxy = total(x * y) / n - mx * my
+    half = np.sqrt(((cyy - cxx) / 2.0) ** 2 + cxy**2)
+    big = (cyy + cxx) / 2.0 + half
+    small = np.maximum((cyy + cxx) / 2.0 - half, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ecc = np.sqrt(np.clip(1.0 - small / big, 0.0, 1.0))
+    return np.where(big > 0, ecc, 0.0)
 
 
 def measure_labels(
