@@ -162,24 +162,30 @@ def test_min_size_reaches_postprocessing(tiny_model: Path, out: Path, tmp_path: 
     assert labels.max() == 0  # nothing is 100000 pixels large in a 64x64 image
 
 
-def test_diameter_reaches_predict_config(
-    tiny_model: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _configs_seen(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The PredictConfig of every in-memory segmentation the CLI runs from now on."""
     import napari_unet.engine.predict as predict
 
-    seen = []
+    seen: list = []
     real = predict.iter_segment
 
     def spy(*args, **kwargs):
-        seen.append(kwargs["config"].diameter)
+        seen.append(kwargs["config"])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(predict, "iter_segment", spy)
+    return seen
+
+
+def test_diameter_reaches_predict_config(
+    tiny_model: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _configs_seen(monkeypatch)
     src = tmp_path / "cells.tif"
     tifffile.imwrite(src, _blobs())
     assert _segment(tiny_model, out, str(src), "--diameter", "40") == 0
     labels, _ = _labels_of(out, "cells")
-    assert labels.shape == (64, 64) and seen == [40.0]
+    assert labels.shape == (64, 64) and [c.diameter for c in seen] == [40.0]
 
 
 def test_size_estimate_is_on_by_default_and_printed_per_file(
@@ -187,17 +193,9 @@ def test_size_estimate_is_on_by_default_and_printed_per_file(
 ) -> None:
     """The bundled model on ~50 px nuclei: the file's line says what size was found and that
     the image was rescaled; ``--no-size-estimate`` reaches the engine as estimate_size=False."""
-    import napari_unet.engine.predict as predict
     from napari_unet.samples import synthetic  # local: only these tests make nuclei
 
-    seen = []
-    real = predict.iter_segment
-
-    def spy(*args, **kwargs):
-        seen.append((kwargs["config"].diameter, kwargs["config"].estimate_size))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(predict, "iter_segment", spy)
+    seen = _configs_seen(monkeypatch)
     s = synthetic.nuclei_2d(shape=(600, 600), n_nuclei=40, radius=(20, 30), seed=0)
     src = tmp_path / "big.tif"
     tifffile.imwrite(src, s.image)
@@ -205,28 +203,19 @@ def test_size_estimate_is_on_by_default_and_printed_per_file(
     line = capsys.readouterr().out.splitlines()[0]
     assert "objects ~" in line and "px, rescaled" in line, line
     assert cli.main(["segment", str(src), "-o", str(out), "--overwrite", "--no-size-estimate"]) == 0
-    assert seen == [(None, True), (None, False)]
+    assert [(c.diameter, c.estimate_size) for c in seen] == [(None, True), (None, False)]
     assert "objects ~" not in capsys.readouterr().out
 
 
 def test_accurate_reaches_predict_config(
     tiny_model: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import napari_unet.engine.predict as predict
-
-    seen = []
-    real = predict.iter_segment
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["config"].accurate)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(predict, "iter_segment", spy)
+    seen = _configs_seen(monkeypatch)
     src = tmp_path / "cells.tif"
     tifffile.imwrite(src, _blobs())
     assert _segment(tiny_model, out, str(src), "--accurate") == 0
     assert _segment(tiny_model, out, str(src), "--overwrite") == 0
-    assert seen == [True, False]
+    assert [c.accurate for c in seen] == [True, False]
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "big"])
