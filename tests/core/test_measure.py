@@ -111,3 +111,39 @@ def test_eccentricity_in_one_pass_equals_scikit_image() -> None:
     ref = regionprops_table(blobs, properties=["label", "eccentricity"])
     assert len(ref["label"]) > 10
     np.testing.assert_allclose(eccentricities(blobs, ref["label"]), ref["eccentricity"], atol=1e-9)
+
+
+@pytest.mark.parametrize("axes", ["YX", "ZYX", "TYX"])
+def test_block_by_block_equals_in_memory(axes: str) -> None:
+    """A store read in blocks smaller than its objects gives the in-memory rows (no solidity)."""
+    import zarr  # local: only this test makes a store
+
+    from napari_unet.scale.measure_blocks import measure_blocks  # local: the scale layer's part
+
+    rng = np.random.default_rng(1)
+    base, image = _discs((64, 80))
+    base = base.astype(np.uint32)
+    base[5:30, 60:75] = 7  # an object cut by several block edges
+    if axes == "ZYX":
+        labels = np.stack([base * (z % 2 == 0) + (z % 2 == 1) * np.roll(base, 3, 1) for z in range(5)])
+        image = rng.integers(0, 500, labels.shape).astype(np.uint16)
+    elif axes == "TYX":
+        labels = np.stack([base, np.roll(base, 5, 0), base * 0])
+        image = rng.integers(0, 500, labels.shape).astype(np.uint16)
+    else:
+        labels = base
+    store = zarr.array(labels, chunks=(1,) * (labels.ndim - 2) + (16, 16))
+    scale = {"Z": 2.0, "Y": 0.5, "X": 0.5}
+    got = measure_blocks(store, image, axes=axes, scale=scale, unit="um", block=16)
+    want = measure_labels(labels, image, axes=axes, scale=scale, unit="um")
+    want.pop("solidity", None)
+    assert list(got) == list(want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-9, atol=1e-9, err_msg=key)
+
+
+def test_block_by_block_of_an_empty_store_has_the_columns() -> None:
+    from napari_unet.scale.measure_blocks import measure_blocks  # local: the scale layer's part
+
+    got = measure_blocks(np.zeros((40, 40), np.uint16), axes="YX")
+    assert "area" in got and "eccentricity" in got and len(got["label"]) == 0

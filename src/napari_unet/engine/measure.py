@@ -20,7 +20,15 @@ from skimage.measure import regionprops_table
 
 from napari_unet.common.atomic import atomic_write
 
-__all__ = ["Table", "eccentricities", "measure", "measure_labels", "table_to_csv"]
+__all__ = [
+    "Table",
+    "add_physical_units",
+    "check_axes",
+    "eccentricities",
+    "measure",
+    "measure_labels",
+    "table_to_csv",
+]
 
 Table = dict[str, np.ndarray]
 
@@ -42,6 +50,34 @@ def _pixel_sizes(axes: str, scale: Mapping[str, float] | Sequence[float] | None)
     if not all(math.isfinite(sizes[a]) and sizes[a] > 0 for a in spatial):
         raise ValueError(f"pixel sizes must be positive numbers, got {sizes}")
     return {a: sizes[a] for a in spatial}
+
+
+def check_axes(axes: str | None, shape: tuple[int, ...]) -> str:
+    """The labels' axes, checked (None: ``YX`` for 2D, ``ZYX`` for 3D, ``TZYX`` for 4D)."""
+    if axes is None:
+        axes = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(len(shape), "")
+    axes = axes.upper()
+    if len(axes) != len(shape) or set(axes) - set("TZYX") or len(set(axes)) != len(axes) or axes[-2:] != "YX":
+        raise ValueError(
+            f"axes {axes!r} do not fit labels of shape {shape} (letters among T, Z, Y, X, ending YX)"
+        )
+    return axes
+
+
+def add_physical_units(
+    table: Table, axes: str, scale: Mapping[str, float] | Sequence[float] | None, unit: str | None
+) -> Table:
+    """Add ``area_<unit>2`` (2D) or ``volume_<unit>3`` (3D) and centroids in ``<unit>``."""
+    sizes = _pixel_sizes(axes, scale)
+    if sizes is None:
+        return table
+    spatial = axes.replace("T", "")
+    name = unit or "unit"
+    cell = float(np.prod([sizes[a] for a in spatial]))
+    table[f"area_{name}2" if len(spatial) == 2 else f"volume_{name}3"] = table["area"] * cell
+    for a in spatial:
+        table[f"centroid_{a.lower()}_{name}"] = table[f"centroid_{a.lower()}"] * sizes[a]
+    return table
 
 
 def _frame_table(labels: np.ndarray, image: np.ndarray | None, spatial: str) -> Table:
@@ -117,25 +153,14 @@ def measure_labels(
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iub":
         raise ValueError(f"labels must be integers, not {labels.dtype}")
-    if axes is None:
-        axes = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(labels.ndim, "")
-    axes = axes.upper()
-    if (
-        len(axes) != labels.ndim
-        or set(axes) - set("TZYX")
-        or len(set(axes)) != len(axes)
-        or axes[-2:] != "YX"
-    ):
-        raise ValueError(
-            f"axes {axes!r} do not fit labels of shape {labels.shape} (letters among T, Z, Y, X, ending YX)"
-        )
+    axes = check_axes(axes, labels.shape)
     if image is not None:
         image = np.asarray(image)
         if image.shape != labels.shape:
             raise ValueError(
                 f"image shape {image.shape} differs from the labels' {labels.shape} (pick one channel)"
             )
-    sizes = _pixel_sizes(axes, scale)
+    _pixel_sizes(axes, scale)  # a bad scale is refused before any work
     spatial = axes.replace("T", "")
     lab = labels.astype(np.int64, copy=False) if labels.dtype == bool else labels
     frames = [(None, lab, image)]
@@ -151,14 +176,7 @@ def measure_labels(
             part = {"frame": np.full(part["label"].shape, i, np.int64), **part}
         parts.append(part)
     table = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    if sizes is not None:
-        name = unit or "unit"
-        cell = float(np.prod([sizes[a] for a in spatial]))
-        key = f"area_{name}2" if len(spatial) == 2 else f"volume_{name}3"
-        table[key] = table["area"] * cell
-        for a in spatial:
-            table[f"centroid_{a.lower()}_{name}"] = table[f"centroid_{a.lower()}"] * sizes[a]
-    return table
+    return add_physical_units(table, axes, scale, unit)
 
 
 def measure(
