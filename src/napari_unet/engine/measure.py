@@ -25,6 +25,7 @@ __all__ = [
     "add_physical_units",
     "check_axes",
     "eccentricities",
+    "eccentricity_from_sums",
     "measure",
     "measure_labels",
     "table_to_csv",
@@ -120,11 +121,19 @@ def eccentricities(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
     def total(w: np.ndarray | None) -> np.ndarray:
         return np.bincount(flat, weights=w, minlength=size)[ids]
 
-    n = total(None)
-    my, mx = total(y) / n, total(x) / n
-    cyy = total(y * y) / n - my * my
-    cxx = total(x * x) / n - mx * mx
-    cxy = total(x * y) / n - mx * my
+    return eccentricity_from_sums(total(None), total(y), total(x), total(y * y), total(x * x), total(x * y))
+
+
+def eccentricity_from_sums(
+    n: np.ndarray, sy: np.ndarray, sx: np.ndarray, syy: np.ndarray, sxx: np.ndarray, sxy: np.ndarray
+) -> np.ndarray:
+    """Eccentricity from per-object pixel counts and sums of y, x, y*y, x*x, x*y.
+
+    Sums can be gathered block by block and added, so a store larger than memory gets the
+    same figure (:mod:`napari_unet.scale.measure_blocks`).
+    """
+    my, mx = sy / n, sx / n
+    cyy, cxx, cxy = syy / n - my * my, sxx / n - mx * mx, sxy / n - mx * my
     half = np.sqrt(((cyy - cxx) / 2.0) ** 2 + cxy**2)
     big = (cyy + cxx) / 2.0 + half
     small = np.maximum((cyy + cxx) / 2.0 - half, 0.0)

@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.engine.measure import Table, add_physical_units, check_axes, measure_labels
+from napari_unet.engine.measure import (
+    Table,
+    add_physical_units,
+    check_axes,
+    eccentricity_from_sums,
+    measure_labels,
+)
 
 __all__ = ["BLOCK", "measure_blocks"]
 
@@ -103,16 +109,9 @@ def _frame(labels: Any, image: Any, spatial: str, block: int) -> Table:
         table["mean_intensity"] = st["isum"] / count
         table["max_intensity"] = st["imax"]
     if len(spatial) == 2:
-        my, mx = table["centroid_y"], table["centroid_x"]
-        cyy = st["syy"] / count - my * my
-        cxx = st["sxx"] / count - mx * mx
-        cxy = st["sxy"] / count - mx * my
-        half = np.sqrt(((cyy - cxx) / 2.0) ** 2 + cxy**2)
-        big = (cyy + cxx) / 2.0 + half
-        small = np.maximum((cyy + cxx) / 2.0 - half, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ecc = np.sqrt(np.clip(1.0 - small / big, 0.0, 1.0))
-        table["eccentricity"] = np.where(big > 0, ecc, 0.0)
+        table["eccentricity"] = eccentricity_from_sums(
+            count, st["s0"], st["s1"], st["syy"], st["sxx"], st["sxy"]
+        )
     else:
         table["z_extent"] = table["bbox_z1"] - table["bbox_z0"]
     return table
