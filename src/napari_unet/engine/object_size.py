@@ -50,11 +50,7 @@ from napari_unet.engine.object_scale import (
     trained_diameter,
     zoom_factor,
 )
-from napari_unet.engine.postprocess import (
-    PostprocessParams,
-    instances_from_classes,
-    instances_from_probabilities,
-)
+from napari_unet.engine.postprocess import PostprocessParams, instances
 from napari_unet.models.model_file import Model
 
 __all__ = [
@@ -182,12 +178,6 @@ def reference_diameter(model: Model) -> float:
     return typical * trained_diameter(model) / float(model.card.get("object_diameter", typical) or typical)
 
 
-def _instances(probs: np.ndarray, params: PostprocessParams) -> np.ndarray:
-    if probs.shape[0] == 3:
-        return instances_from_classes(probs, params)
-    return instances_from_probabilities(probs[1], probs[1], params)
-
-
 def _probe(
     model: Model,
     plane: Any,
@@ -216,7 +206,7 @@ def _probe(
             x = resize_plane(x, shape)
         probs = drain(iter_probabilities(model, x, config))
         # min_size is in image px: at this zoom an object covers zoom**2 as many net px
-        labels = _instances(probs, replace(params, min_size=max(1, round(params.min_size * zoom * zoom))))
+        labels = instances(probs, replace(params, min_size=max(1, round(params.min_size * zoom * zoom))))
         inner = (ys.start > 0, ys.stop < h, xs.start > 0, xs.stop < w)
         diam = _diameters(labels, inner)
         whole_plane = not any(inner)
@@ -267,13 +257,12 @@ def estimate_size(
     while len(zooms) < MAX_PROBES:
         zooms.append(zoom)
         diameter, count, probs = _probe(model, plane, zoom, params, config)
-        if diameter is not None:
-            diameter *= to_median  # in the statistic the trained diameter is
         if diameter is None:
             if not probes and zoom < own:
                 zoom = own  # nothing at the coarse scale (tiny or sparse objects): look at the model's
                 continue
             break
+        diameter *= to_median  # in the statistic the trained diameter is
         probes.append((diameter, count, probs, zoom))
         nxt = target(min(max(trained / diameter, MIN_ZOOM), MAX_ZOOM))
         if abs(math.log(nxt / zoom)) < math.log(CONVERGED) and count >= MIN_PROBE_OBJECTS:

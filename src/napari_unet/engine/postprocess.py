@@ -183,3 +183,21 @@ def instances_from_classes(
     interior = probs[1]
     foreground = probs[1] + probs[2]
     return instances_from_probabilities(interior, foreground, params, seed_erosion, anisotropy)
+
+
+def instances(
+    probs: np.ndarray, params: PostprocessParams, volume: dict[str, float] | None = None
+) -> np.ndarray:
+    """Labels from (K, ...) probabilities of a 2- or 3-class net.
+
+    The one entry point for every caller that turns a net's output into objects: the
+    engine, Fine-tune's preview and the object-size probes.
+
+    ``volume``: :func:`napari_unet.engine.object_scale.volume_options`, used for a z-stack.
+    """
+    opts = volume if (volume is not None and probs.ndim == 4 and probs.shape[1] > 1) else {}
+    if probs.shape[0] == 3:
+        return instances_from_classes(probs, params, **opts)
+    if probs.shape[0] == 2:  # background / foreground: objects are connected components
+        return instances_from_probabilities(probs[1], probs[1], params, **opts)
+    raise ValueError(f"cannot turn {probs.shape[0]} output channels into instances (need 2 or 3)")

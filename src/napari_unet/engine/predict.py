@@ -33,12 +33,16 @@ from napari_unet.engine.object_scale import (
     unzoom,
 )
 from napari_unet.engine.object_size import SizeEstimate, estimate_size
-from napari_unet.engine.postprocess import (
-    PostprocessParams,
-    instances_from_classes,
-    instances_from_probabilities,
+from napari_unet.engine.postprocess import PostprocessParams, instances
+from napari_unet.engine.setup import (
+    SegmentJob,
+    as_model,
+    as_numbers,
+    default_params,
+    image_axes,
+    prepare,
+    size_plane,
 )
-from napari_unet.engine.setup import as_model, as_numbers, default_params, image_axes, prepare, size_plane
 from napari_unet.models.model_file import Model
 
 _log = logging.getLogger("napari_unet")
@@ -59,21 +63,6 @@ __all__ = [
     "segment",
     "trained_diameter",
 ]
-
-
-def instances(
-    probs: np.ndarray, params: PostprocessParams, volume: dict[str, float] | None = None
-) -> np.ndarray:
-    """Labels from (K, ...) probabilities of a 2- or 3-class net.
-
-    ``volume``: :func:`napari_unet.engine.object_scale.volume_options`, used for a z-stack.
-    """
-    opts = volume if (volume is not None and probs.ndim == 4 and probs.shape[1] > 1) else {}
-    if probs.shape[0] == 3:
-        return instances_from_classes(probs, params, **opts)
-    if probs.shape[0] == 2:  # background / foreground: objects are connected components
-        return instances_from_probabilities(probs[1], probs[1], params, **opts)
-    raise ValueError(f"cannot turn {probs.shape[0]} output channels into instances (need 2 or 3)")
 
 
 def iter_segment(
@@ -188,7 +177,7 @@ def iter_segment(
     return labels_from_canonical(labels, job.axes)
 
 
-def _probe_probabilities(job: Any, net_hw: tuple[int, int]) -> np.ndarray | None:
+def _probe_probabilities(job: SegmentJob, net_hw: tuple[int, int]) -> np.ndarray | None:
     """The (K, 1, h, w) probabilities the size estimate already computed for this plane.
 
     They exist when its last probe covered the whole (single) plane at the scale this run uses

@@ -121,12 +121,12 @@ def segment_and_write(
     options: BatchOptions,
     model: Model,
     progress: Callable[[Progress], None] | None,
-    size: list[Any] | None = None,
+    notes: list[str] | None = None,
 ) -> int:
     """Read, segment, write; returns the object count. Raises BatchInputError with one line.
 
-    ``size``: a list the object-size estimate is appended to, when one is made, and notes
-    for the file's line (strings).
+    ``notes``: what the file's line should also say (the object-size estimate, a table not
+    written) is appended to it.
 
     A lazy input (OME-Zarr, or a TIFF above io's size threshold) is segmented block by block
     (``chunked``) so memory does not grow with the stack: straight into the OME-Zarr output,
@@ -134,7 +134,7 @@ def segment_and_write(
     into the TIFF and removed. Everything else is segmented in memory and then written.
     """
     fmt = output_format(input_path, options.format)
-    progress = _noting_size(progress, size)
+    progress = _noting_size(progress, notes)
     user_channel_axis = options.axes is not None and bool(set(options.axes) & {"C", "S"})
     wants_channels = options.channel is not None or user_channel_axis
     labels = None
@@ -153,8 +153,8 @@ def segment_and_write(
         params = _postprocess_params(model, options.threshold, options.min_size)
         kwargs = {"axes": axes, "channel": options.channel, "params": params, "config": config}
         if meta.get("lazy"):
-            if options.measure and size is not None:
-                size.append("no objects table (lazy inputs are not measured yet)")
+            if options.measure and notes is not None:
+                notes.append("no objects table (lazy inputs are not measured yet)")
             sizes = {k: v for k, v in (meta.get("pixel_size") or {}).items() if k in "ZYX"}
             store = output if fmt == "zarr" else output.with_name(f".{output.name}.{os.getpid()}.tmp.zarr")
             try:
@@ -224,15 +224,15 @@ def _write_objects(
 
 
 def _noting_size(
-    progress: Callable[[Progress], None] | None, size: list[Any] | None
+    progress: Callable[[Progress], None] | None, notes: list[str] | None
 ) -> Callable[[Progress], None] | None:
-    """``progress``, which also appends the object-size estimate to ``size``."""
-    if size is None:
+    """``progress``, which also appends the object-size estimate, in a few words, to ``notes``."""
+    if notes is None:
         return progress
 
     def note(step: Progress) -> None:
         if step.stage == "size":
-            size.append(step.detail)
+            notes.append(step.detail.short())
         if progress is not None:
             progress(step)
 
@@ -270,15 +270,15 @@ def segment_file(
                 raise BatchInputError(
                     f"cannot load model {options.model or 'nuclei'}: {one_line(exc)}"
                 ) from None
-        size: list[Any] = []
+        notes: list[str] = []
         with local_dask():
-            count = segment_and_write(Path(text), out, options, model, progress, size)
+            count = segment_and_write(Path(text), out, options, model, progress, notes)
     except BatchInputError as exc:
         problem = one_line(exc)
     except Exception as exc:  # noqa: BLE001 - one broken input must not end the batch
         problem = f"unexpected {type(exc).__name__}: {one_line(exc)}"
     else:
-        note = "; ".join(x if isinstance(x, str) else x.short() for x in size)
+        note = "; ".join(notes)
         return FileResult(
             text, str(out), "done", count, time.perf_counter() - start, "", _worker_name(), note
         )

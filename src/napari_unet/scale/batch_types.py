@@ -108,7 +108,7 @@ class FileResult:
     seconds: float = 0.0
     message: str = ""
     worker: str = ""
-    size: str = ""  # the object-size estimate, in a few words ("" when none was made)
+    size: str = ""  # the object-size estimate in a few words, and other notes for the file's line
 
 
 def one_line(text: object) -> str:

@@ -139,7 +139,7 @@ def frame_bounds(
 def _write_maps(maps: Any, where: tuple, probs: np.ndarray) -> None:
     """(K, h, w) softmax probabilities -> interior and foreground maps, float16, into ``maps[:, *where]``.
 
-    As post-processing reads them (see :func:`napari_unet.engine.predict.instances`); the sum
+    As post-processing reads them (see :func:`napari_unet.engine.postprocess.instances`); the sum
     is formed in place (``probs`` is spent).
     """
     if probs.shape[0] not in (2, 3):
