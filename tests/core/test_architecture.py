@@ -42,7 +42,19 @@ PACKAGE = "napari_unet"
 SRC = REPO / "src" / PACKAGE
 
 ROOT = PACKAGE  # the top-level package, as a layer and as a target
-EVERY = {"common", "models", "io", "engine", "training", "scale", "samples", "cli", "_widgets", ROOT}
+EVERY = {
+    "common",
+    "models",
+    "io",
+    "engine",
+    "training",
+    "scale",
+    "samples",
+    "proofread",
+    "cli",
+    "_widgets",
+    ROOT,
+}
 LAYERS: dict[str, set[str]] = {
     "common": set(),
     "models": {"common"},
@@ -51,6 +63,7 @@ LAYERS: dict[str, set[str]] = {
     "engine": {"common", "models"},
     "training": {"common", "models", "engine"},
     "scale": {"common", "models", "engine", "io"},
+    "proofread": {"common", "models", "engine"},
     "cli": EVERY - {"_widgets"},
     "_widgets": EVERY - {"cli"},
     ROOT: EVERY,

@@ -1,0 +1,295 @@
+"""The proofreading tools as pure functions: labels + the net's probabilities in, an Edit out.
+
+Each tool answers one kind of error the network makes, with the evidence the network already
+computed (background / interior / boundary probabilities):
+
+- :func:`add_object`: a missed object. The model usually saw it, too faintly to pass the
+  threshold; a click lowers the threshold *locally* and takes the supported region under the
+  click, grown from the click by a watershed on the interior probability in which other
+  interior seeds compete, so a missed neighbour is not eaten, and existing objects are never
+  overwritten. Bounded: a region larger than a few typical objects is refused.
+- :func:`split_object`: a merge. A seeded watershed inside the object from the user's points over
+  the boundary probability (minus the interior one), with a small distance term so that a seam
+  the net did not see falls at the object's narrowest neck.
+- :func:`merge_objects`: a split. The ids become one (the smallest), and the thin background
+  seam between the pieces (a few px) is closed in each plane.
+- :func:`delete_object`: a false object, removed wherever its id is (in 3D: through z).
+
+The functions never change their inputs; 2D tools take one plane, merge and delete a frame's
+whole volume (so a 3D object keeps one id through z).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+from napari_unet.engine.postprocess import PostprocessParams
+from napari_unet.proofread.edits import Edit, ProofreadError
+
+__all__ = [
+    "ADD_THRESHOLD_FACTOR",
+    "MAX_AREA_DIAMETERS",
+    "PlaneEvidence",
+    "add_object",
+    "bounding_box",
+    "delete_object",
+    "merge_objects",
+    "split_object",
+]
+
+# A missed object is one the net saw below the cut: accept it at 60 % of the model's own thresholds.
+ADD_THRESHOLD_FACTOR = 0.6
+# The click may miss the object's centre a little: look this fraction of a diameter around it.
+CLICK_TOLERANCE = 0.2
+# The window searched around a click, in typical diameters each side (objects up to ~4x typical).
+WINDOW_DIAMETERS = 2.5
+# An added object is at most the area of a disc this many typical diameters across.
+MAX_AREA_DIAMETERS = 2.5
+# Weight of the distance-to-edge term in split's landscape: breaks ties where the net saw no seam.
+SPLIT_DISTANCE_WEIGHT = 0.25
+# Merge closes background seams up to this many pixels wide between the merged pieces.
+MERGE_CLOSE_PX = 2
+
+
+@dataclass(frozen=True)
+class PlaneEvidence:
+    """The three maps the tools read, (H, W) each: interior, foreground and boundary probability."""
+
+    interior: np.ndarray
+    foreground: np.ndarray
+    boundary: np.ndarray
+
+    @classmethod
+    def from_probabilities(cls, probs: np.ndarray) -> PlaneEvidence:
+        """From (K, H, W) softmax outputs: 3 classes (bg/interior/boundary) or 2 (bg/foreground)."""
+        probs = np.asarray(probs, np.float32)
+        if probs.ndim != 3 or probs.shape[0] not in (2, 3):
+            raise ProofreadError(f"expected (2 or 3, H, W) probabilities, got shape {probs.shape}")
+        if probs.shape[0] == 3:
+            return cls(probs[1], probs[1] + probs[2], probs[2])
+        return cls(probs[1], probs[1], np.zeros_like(probs[1]))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W)."""
+        return self.interior.shape  # type: ignore[return-value]
+
+
+def _point(labels: np.ndarray, point: Sequence[float]) -> tuple[int, int]:
+    """(y, x) rounded and checked against the plane, or a one-line refusal."""
+    y, x = (round(float(c)) for c in point)
+    h, w = labels.shape
+    if not (0 <= y < h and 0 <= x < w):
+        raise ProofreadError(f"the point ({y}, {x}) is outside the image ({h} x {w} px)")
+    return y, x
+
+
+def _window(shape: tuple[int, ...], center: Sequence[int], radius: int) -> tuple[slice, ...]:
+    return tuple(
+        slice(max(0, c - radius), min(n, c + radius + 1)) for c, n in zip(center, shape, strict=True)
+    )
+
+
+def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
+    """The smallest box (slices) holding every true pixel of ``mask``, grown by ``pad``; None if empty."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hit = np.flatnonzero(mask.any(axis=other)) if other else np.flatnonzero(mask)
+        if hit.size == 0:
+            return None
+        box.append(slice(max(0, int(hit[0]) - pad), min(mask.shape[axis], int(hit[-1]) + 1 + pad)))
+    return tuple(box)
+
+
+def add_object(
+    labels: np.ndarray,
+    evidence: PlaneEvidence,
+    point: Sequence[float],
+    new_id: int,
+    diameter: float,
+    params: PostprocessParams = PostprocessParams(),
+) -> Edit:
+    """A new object ``new_id`` where the probabilities support one around ``point`` (a 2D plane).
+
+    Refuses (:class:`ProofreadError`) on an existing object, where the model sees background,
+    and where the supported region is not bounded (larger than ``MAX_AREA_DIAMETERS`` typical
+    diameters across) or too small to be an object.
+    """
+    y, x = _point(labels, point)
+    if labels[y, x] != 0:
+        raise ProofreadError(
+            f"object {int(labels[y, x])} is already at ({y}, {x}): delete or split it instead"
+        )
+    d = max(float(diameter), 4.0)
+    box = _window(labels.shape, (y, x), max(16, math.ceil(WINDOW_DIAMETERS * d)))
+    lab = labels[box]
+    fg = evidence.foreground[box]
+    interior = evidence.interior[box]
+    cy, cx = y - box[0].start, x - box[1].start
+    low = ADD_THRESHOLD_FACTOR * params.threshold
+    seed_low = ADD_THRESHOLD_FACTOR * params.seed_threshold
+    free = lab == 0
+    support = (fg >= low) & free
+    # the click may sit a little off the object: take the best-supported free pixel near it
+    near = _window(lab.shape, (cy, cx), max(1, round(CLICK_TOLERANCE * d)))
+    yy, xx = np.ogrid[near[0], near[1]]
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= max(1, round(CLICK_TOLERANCE * d)) ** 2
+    score = np.where(disc & free[near], fg[near], -1.0)
+    iy, ix = np.unravel_index(int(np.argmax(score)), score.shape)
+    if score[iy, ix] < low:
+        raise ProofreadError(
+            f"no object here: the model's foreground probability at ({y}, {x}) is "
+            f"{float(fg[cy, cx]):.2f} (an added object needs {low:.2f})"
+        )
+    cy, cx = iy + near[0].start, ix + near[1].start
+    comps, _ = ndi.label(support)
+    comp = comps == comps[cy, cx]
+    seeds, _ = ndi.label((interior >= seed_low) & comp)
+    click_seed = int(seeds[cy, cx])
+    markers = seeds.astype(np.int32)
+    if click_seed == 0:  # the click is its own seed; other seeds still compete for the region
+        click_seed = int(markers.max()) + 1
+        markers[max(0, cy - 1) : cy + 2, max(0, cx - 1) : cx + 2][
+            comp[max(0, cy - 1) : cy + 2, max(0, cx - 1) : cx + 2]
+        ] = click_seed
+    grown = watershed(-interior, markers, mask=comp)
+    region = ndi.binary_fill_holes(grown == click_seed) & free
+    area = int(region.sum())
+    max_area = math.pi / 4 * (MAX_AREA_DIAMETERS * d) ** 2
+    window_is_image_edge = (
+        box[0].start == 0,
+        box[0].stop == labels.shape[0],
+        box[1].start == 0,
+        box[1].stop == labels.shape[1],
+    )
+    runs_on = (
+        (region[0].any() and not window_is_image_edge[0])
+        or (region[-1].any() and not window_is_image_edge[1])
+        or (region[:, 0].any() and not window_is_image_edge[2])
+        or (region[:, -1].any() and not window_is_image_edge[3])
+    )
+    if area > max_area or runs_on:
+        raise ProofreadError(
+            f"no bounded object at ({y}, {x}): the supported region spreads over {area} px or more "
+            f"(an object of ~{d:.0f} px is at most {max_area:.0f} px); paint it instead"
+        )
+    min_area = max(4, params.min_size // 2)
+    if area < min_area:
+        raise ProofreadError(
+            f"too little support at ({y}, {x}): {area} px (an object needs {min_area}); paint it instead"
+        )
+    sub = bounding_box(region)
+    assert sub is not None  # area >= 4
+    before = lab[sub]
+    after = before.copy()
+    after[region[sub]] = new_id
+    region_box = tuple(slice(b.start + s.start, b.start + s.stop) for b, s in zip(box, sub, strict=True))
+    return Edit(region_box, before.copy(), after, (int(new_id),), f"added object {new_id} ({area} px)")
+
+
+def split_object(
+    labels: np.ndarray,
+    evidence: PlaneEvidence,
+    points: Sequence[Sequence[float]],
+    first_new_id: int,
+) -> Edit:
+    """The object under ``points`` (2 or more, one object, a 2D plane) cut into one part per point.
+
+    The first point's part keeps the id; the others get ``first_new_id``, ``first_new_id + 1``...
+    """
+    if len(points) < 2:
+        raise ProofreadError("split needs two or more points inside one object")
+    pts = [_point(labels, p) for p in points]
+    if len(set(pts)) < len(pts):
+        raise ProofreadError("two split points fall on the same pixel: place them apart")
+    ids = {int(labels[p]) for p in pts}
+    if 0 in ids:
+        (bg,) = [p for p in pts if labels[p] == 0][:1]
+        raise ProofreadError(f"the point {bg} is on background: split points must lie inside the object")
+    if len(ids) > 1:
+        raise ProofreadError(
+            f"the points lie on different objects ({', '.join(map(str, sorted(ids)))}): "
+            "split works inside one object"
+        )
+    (oid,) = ids
+    box = bounding_box(labels == oid, pad=1)
+    assert box is not None
+    obj = labels[box] == oid
+    local = [(p[0] - box[0].start, p[1] - box[1].start) for p in pts]
+    markers = np.zeros(obj.shape, np.int32)
+    for i, (py, px) in enumerate(local, start=1):
+        markers[py, px] = i
+    dist = ndi.distance_transform_edt(obj)
+    landscape = evidence.boundary[box] - evidence.interior[box]
+    landscape = landscape + SPLIT_DISTANCE_WEIGHT * (1.0 - dist / max(float(dist.max()), 1.0))
+    parts = watershed(landscape, markers, mask=obj)
+    before = labels[box]
+    after = before.copy()
+    new_ids = [oid] + [first_new_id + i for i in range(len(pts) - 1)]
+    sizes = []
+    for i, nid in enumerate(new_ids, start=1):
+        part = parts == i
+        after[part] = nid
+        sizes.append(int(part.sum()))
+    return Edit(
+        box,
+        before.copy(),
+        after,
+        tuple(new_ids),
+        f"split object {oid} into {len(pts)} ({', '.join(f'{s} px' for s in sizes)})",
+    )
+
+
+def merge_objects(volume: np.ndarray, ids: Sequence[int]) -> Edit:
+    """Objects ``ids`` of ``volume`` (a plane or a frame's z-stack) made one, the smallest id kept.
+
+    The background seam between the pieces (up to ``MERGE_CLOSE_PX`` wide) joins the object,
+    plane by plane (never across z, where slices may be far apart).
+    """
+    uniq = sorted({int(i) for i in ids})
+    if 0 in uniq:
+        raise ProofreadError("a merge point is on background: click inside the objects to merge")
+    if len(uniq) < 2:
+        raise ProofreadError("merge needs two or more different objects")
+    present = np.isin(volume, uniq)
+    missing = [i for i in uniq if not np.any(volume == i)]
+    if missing:
+        raise ProofreadError(f"no object {missing[0]} here to merge")
+    box = bounding_box(present, pad=MERGE_CLOSE_PX)
+    assert box is not None
+    before = volume[box]
+    target = uniq[0]
+    after = before.copy()
+    members = np.isin(before, uniq)
+    after[members] = target
+    structure = np.zeros((3,) * before.ndim, bool)
+    plane_struct = ndi.generate_binary_structure(2, 1)
+    if before.ndim == 2:
+        structure = plane_struct
+    else:  # close in y/x only
+        structure[(1,) * (before.ndim - 2)] = plane_struct
+    closed = ndi.binary_closing(members, structure=structure, iterations=MERGE_CLOSE_PX)
+    after[closed & (before == 0)] = target
+    return Edit(
+        box, before.copy(), after, (target,), f"merged objects {', '.join(map(str, uniq))} into {target}"
+    )
+
+
+def delete_object(volume: np.ndarray, oid: int) -> Edit:
+    """Object ``oid`` removed from ``volume`` (a plane or a frame's z-stack: 3D objects go whole)."""
+    if oid == 0:
+        raise ProofreadError("there is no object here to delete")
+    mask = volume == oid
+    box = bounding_box(mask)
+    if box is None:
+        raise ProofreadError(f"no object {oid} here to delete")
+    before = volume[box]
+    after = np.where(before == oid, 0, before).astype(before.dtype)
+    return Edit(box, before.copy(), after, (int(oid),), f"deleted object {oid} ({int(mask.sum())} px)")
