@@ -7,6 +7,8 @@ Importing the package is light (no torch, no Qt): the public API is loaded on fi
     labels = napari_unet.segment(image, model=model, axes="YX")   # object size estimated
     image, axes, meta = napari_unet.open_image("stack.ome.zarr")   # lazy (dask) when large
     napari_unet.segment_to_zarr(image, "labels.ome.zarr", model, axes=axes)  # memory bounded
+    napari_unet.export_bioimageio(model, "nuclei.zip")   # a bioimage.io package for Fiji, ilastik, QuPath
+    session = napari_unet.proofread.Session(image, labels, axes="YX")  # add / split / merge / delete
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ _LAZY = {
     "segment_to_zarr": ("napari_unet.scale.chunked", "segment_to_zarr"),
     "run_batch": ("napari_unet.scale.batch", "run_batch"),
     "BatchOptions": ("napari_unet.scale.batch", "BatchOptions"),
+    "export_bioimageio": ("napari_unet.exchange.bioimageio_export", "export_bioimageio"),
+    "import_bioimageio": ("napari_unet.exchange.bioimageio_import", "import_package"),
 }
 
 __all__ = [
@@ -40,20 +44,26 @@ __all__ = [
     "UNetConfig",
     "__version__",
     "estimate_object_size",
+    "export_bioimageio",
     "finetune",
+    "import_bioimageio",
     "iter_segment",
     "list_models",
     "load_model",
     "measure",
     "open_image",
+    "proofread",
     "run_batch",
     "segment",
     "segment_to_zarr",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from napari_unet import proofread
     from napari_unet.engine.measure import measure
     from napari_unet.engine.predict import estimate_object_size, iter_segment, segment
+    from napari_unet.exchange.bioimageio_export import export_bioimageio
+    from napari_unet.exchange.bioimageio_import import import_package as import_bioimageio
     from napari_unet.io.images import open_image
     from napari_unet.models.model_file import Model
     from napari_unet.models.registry import list_models, load_model
@@ -63,7 +73,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from napari_unet.training.finetune import finetune
 
 
+_SUBPACKAGES = {"proofread"}  # public subpackages: ``napari_unet.proofread.Session(...)``
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        value = importlib.import_module(f"napari_unet.{name}")
+        globals()[name] = value
+        return value
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(module), attr)

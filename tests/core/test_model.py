@@ -97,6 +97,9 @@ PUBLIC_API_MODULES = [
     "scale.chunked",
     "scale.batch",
     "scale.batch_types",
+    "exchange.bioimageio_export",
+    "exchange.bioimageio_import",
+    "proofread",
 ]
 
 

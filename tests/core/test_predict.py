@@ -271,7 +271,8 @@ def test_postprocess_parameters(blob_model):
     image = discs((40, 60), [(10, 12), (28, 45)], 3)  # two objects of 29 px
     assert segment(image, model=blob_model).max() == 2  # card: min_size 10
     assert segment(image, model=blob_model, min_size=50).max() == 0
-    assert segment(image, model=blob_model, threshold=1.5).max() == 0  # nothing is that likely
+    with pytest.raises(ValueError, match="threshold must be between 0 and 1"):
+        segment(image, model=blob_model, threshold=1.5)  # silently nothing, before: now refused
     _steps, labels = drain(iter_segment(image, blob_model, params=PostprocessParams(min_size=1000)))
     assert labels.max() == 0
     with pytest.raises(TypeError, match="unexpected keyword"):

@@ -83,7 +83,8 @@ def test_whole_lazy_stack_goes_to_a_zarr_store(viewer_widget, qtbot, tmp_path, m
     assert isinstance(labels.data, zarr.Array) and labels.data.shape == image.shape
     assert tuple(labels.scale) == (2.0, 0.5, 0.5)
     stores = list(tmp_path.glob("*.ome.zarr"))
-    assert len(stores) == 1 and not list(tmp_path.glob(".*"))  # finished: no temp store left
+    hidden = sorted(p.name for p in tmp_path.glob(".*"))
+    assert len(stores) == 1 and hidden == [f".{stores[0].name}.owner"]  # finished: no temp store left
     from napari_unet.engine.predict import segment
 
     mem = segment(image, model=widget.selected_model(), axes="ZYX", config=widget.params.predict_config())
@@ -94,6 +95,7 @@ def test_whole_lazy_stack_goes_to_a_zarr_store(viewer_widget, qtbot, tmp_path, m
     labels.save(str(saved / "mine.zarr"), plugin="napari-unet")  # the user keeps a copy
     viewer.layers.remove(labels)
     assert not stores[0].exists(), "a deleted layer's store leaves the cache"
+    assert not list(tmp_path.glob(".*")), "and so does its owner record"
     assert (saved / "mine.zarr").is_dir(), "what the user saved elsewhere is untouched"
 
 

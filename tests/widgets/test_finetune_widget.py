@@ -9,7 +9,6 @@ the new version, errors are one line and leave the widget usable, closing mid-ru
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,22 +204,7 @@ def test_job_restores_threads_and_returns_a_model_it_cannot_save(tmp_path, monke
 # --------------------------------------------------------------------------- the widget
 
 
-@pytest.fixture
-def docked(make_napari_viewer, tiny_model_path: Path, qtbot):
-    """A viewer with Segment and Fine-tune docked from the manifest, the tiny model selected."""
-    from napari_unet._widgets._model_state import model_state
-
-    viewer = make_napari_viewer()
-    model_state(viewer).select(str(tiny_model_path))
-    _, seg = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
-    _, ft = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
-    assert seg.model_combo.currentData() == str(tiny_model_path)
-    assert ft.model_label.text() == "tiny"
-    yield viewer, seg, ft
-    for w in (ft, seg):
-        if w.worker is not None:  # never leave a thread running into the next test
-            with qtbot.waitSignal(w.run_finished, timeout=WAIT_MS):
-                w.stop()
+# ``docked`` (Segment and Fine-tune in one viewer, the tiny model selected): tests/widgets/conftest.py
 
 
 def _segment(qtbot, seg) -> None:

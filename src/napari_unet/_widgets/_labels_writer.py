@@ -35,18 +35,25 @@ class LabelsWriter:
         if path is not None:
             _lazy.remove_store(path)
 
+    def holds(self, store: Path) -> bool:
+        """Whether a labels layer written here is backed by ``store``."""
+        return Path(store) in self._stores.values()
+
     def _new_name(self, job: SegmentJob) -> str:
         return _plan.next_free_name(f"{job.image_name} labels", [lyr.name for lyr in self.viewer.layers])
 
-    def _target_layer(self, job: SegmentJob) -> Any:
-        """The labels layer a re-run should update: the one we last wrote for this image, or
-        (first run) a layer already named '<image> labels'."""
-        uid = self._target_for.get(job.image_id)
+    def result_layer(self, image_id: Any, image_name: str) -> Labels | None:
+        """The labels layer of an image: the one we last wrote for it, or (first run) a layer
+        already named '<image> labels'. Re-runs update it; Measure measures it."""
+        uid = self._target_for.get(image_id)
         layer = _plan.layer_by_id(self.viewer.layers, uid) if uid is not None else None
         if layer is None:
-            name = f"{job.image_name} labels"
+            name = f"{image_name} labels"
             layer = next((lyr for lyr in self.viewer.layers if lyr.name == name), None)
         return layer if isinstance(layer, Labels) else None
+
+    def _target_layer(self, job: SegmentJob) -> Any:
+        return self.result_layer(job.image_id, job.image_name)
 
     def write(self, job: SegmentJob, result: JobResult) -> str:
         """Put the result into the target labels layer, never over edits; returns its name."""

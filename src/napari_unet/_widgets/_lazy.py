@@ -4,13 +4,20 @@ A layer whose data is lazy may be larger than memory, so "whole stack" must not 
 chunked engine (:mod:`napari_unet.scale.chunked`) writes the labels block by block into an OME-Zarr
 store in the user cache folder, and the Labels layer is backed by that store's zarr array
 (napari reads the planes it shows; painting writes into the store).
+
+A store lives as long as its layer. One whose napari died (a crash, a killed process, a
+viewer closed mid-run) is an orphan: each store has an owner record (``.<store>.owner``: host
+and process id) and :func:`clean_cache`, run once when the plugin starts, removes the stores,
+temporary stores and records whose owner process is gone from this machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Generator
@@ -22,10 +29,19 @@ import numpy as np
 import platformdirs
 import zarr
 
+from napari_unet.common.leftovers import QUIET, newest_change, pid_alive, remove, this_host
 from napari_unet.engine.metrics import count_objects
 from napari_unet.scale.chunked import iter_segment_to_zarr
 
 CACHE_ENV = "NAPARI_UNET_CACHE_DIR"
+# what labels_store_path names, and the hidden things around such a store
+_STORE = r"(?P<store>[A-Za-z0-9_.-]+-\d{8}-\d{6}-[0-9a-f]{6}\.ome\.zarr)"
+_STORE_NAME = re.compile(rf"^{_STORE}$")
+_STORE_TEMP = re.compile(rf"^\.{_STORE}\.[0-9a-f]{{8}}\.(?:tmp|old)$")  # the OME-Zarr writer's
+_OWNER = re.compile(rf"^\.{_STORE}\.owner$")
+_PROBS = re.compile(r"^\.napari-unet-probs-(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+$")  # scale.chunked's scratch
+UNOWNED_AGE = 24 * 3600.0  # s: a store without owner record (older versions) is left this long
+_cleaning: threading.Thread | None = None
 
 
 def is_lazy(data: Any) -> bool:
@@ -42,13 +58,90 @@ def cache_folder() -> Path:
     return platformdirs.user_cache_path("napari-unet") / "labels"
 
 
+def _owner_path(store: Path) -> Path:
+    return store.with_name(f".{store.name}.owner")
+
+
 def labels_store_path(image_name: str) -> Path:
     """A new store for one run in :func:`cache_folder` (never the image's folder, which may be
-    read-only or shared). Stores are removed with their layer (:func:`remove_store`)."""
+    read-only or shared), with its owner record. Stores are removed with their layer
+    (:func:`remove_store`); raises ``OSError`` when the cache folder cannot be written."""
     folder = cache_folder()
     folder.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", image_name).strip("._")[:60] or "image"
-    return folder / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.ome.zarr"
+    path = folder / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.ome.zarr"
+    _owner_path(path).write_text(f"{this_host()}\n{os.getpid()}\n", encoding="utf-8")
+    return path
+
+
+def _owner_gone(owner: Path) -> bool | None:
+    """Whether the process an owner record names has ended: True, False, or None (no record)."""
+    try:
+        host, pid_text = owner.read_text(encoding="utf-8").split()[:2]
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    if host != this_host():
+        return False  # another machine's (a shared home folder): it cannot be told from here
+    return pid != os.getpid() and not pid_alive(pid)
+
+
+def clean_cache(started: float | None = None) -> list[Path]:
+    """Remove the orphans of the labels cache: stores, temporary stores and owner records of dead runs.
+
+    A store (or a temporary store being written) goes when its owner record names a process of
+    this machine that has ended; one without a record (made by an older version) when untouched
+    for ``UNOWNED_AGE``; a probability scratch store of ``scale.chunked`` when its process has
+    ended and it was untouched for ``QUIET`` seconds. Stores of live napari sessions stay.
+
+    Parameters
+    ----------
+    started : float, optional
+        When this session started (``time.time()``); None: now.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    now = time.time() if started is None else started
+    folder = cache_folder()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    owners = {m["store"]: _owner_gone(Path(e.path)) for e in entries if (m := _OWNER.match(e.name))}
+    doomed: list[Path] = []
+    for entry in entries:
+        name = entry.name
+        match = _STORE_NAME.match(name) or _STORE_TEMP.match(name) or _OWNER.match(name)
+        if match:
+            gone = owners.get(match["store"])
+            if gone is None:  # no record: judged by age alone
+                age = UNOWNED_AGE if _STORE_NAME.match(name) else QUIET
+                gone = newest_change(entry.path, after=now - age) <= now - age
+            if gone:
+                doomed.append(Path(entry.path))
+        elif probs := _PROBS.match(name):
+            pid = int(probs["pid"]) if probs["pid"] else None
+            if pid is not None and (pid == os.getpid() or pid_alive(pid)):
+                continue
+            if newest_change(entry.path, after=now - QUIET) <= now - QUIET:
+                doomed.append(Path(entry.path))
+    return [p for p in doomed if remove(p) or not os.path.lexists(p)]
+
+
+def start_cache_cleaning() -> threading.Thread | None:
+    """Run :func:`clean_cache` once per process, in a background thread (removing a large orphan
+    store takes a while; the plugin need not wait). The thread, or None when it ran already."""
+    global _cleaning
+    if _cleaning is not None:
+        return None
+    _cleaning = threading.Thread(
+        target=clean_cache, args=(time.time(),), name="napari-unet-cache", daemon=True
+    )
+    _cleaning.start()
+    return _cleaning
 
 
 def remove_store(path: Path) -> bool:
@@ -60,6 +153,9 @@ def remove_store(path: Path) -> bool:
         ours = path.resolve().parent == cache_folder().resolve() and path.name.endswith(".ome.zarr")
     except OSError:
         return False
+    if ours:
+        with contextlib.suppress(OSError):
+            _owner_path(path).unlink()
     if ours and path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
         return True

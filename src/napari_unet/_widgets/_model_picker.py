@@ -1,4 +1,5 @@
-"""Segment's model chooser and its ``⋯`` menu: import, export, delete a version, roll back.
+"""Segment's model chooser and its ``⋯`` menu: import, export (a .pt or a bioimage.io package), delete
+a version, roll back.
 
 The choice is shared through :class:`._model_state.ModelState`, so Fine-tune starts from it
 and a model Fine-tune saves shows up (and is selected) here.
@@ -9,9 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from napari.qt.threading import create_worker
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QMenu, QMessageBox, QToolButton, QWidget
 
+from napari_unet.exchange.bioimageio_export import export_bioimageio
+from napari_unet.exchange.bioimageio_import import import_package, is_package
 from napari_unet.models.model_file import ModelFileError
 from napari_unet.models.registry import delete_model, export_model, import_model, list_models
 
@@ -58,6 +62,7 @@ class ModelPicker(QWidget):
         menu = QMenu(self.models_button)
         self.import_action = menu.addAction("Import model file...")
         self.export_action = menu.addAction("Export selected model...")
+        self.export_package_action = menu.addAction("Export as bioimage.io package...")
         self.delete_action = menu.addAction("Delete selected version...")
         self.rollback_action = menu.addAction("Roll back to the bundled model")
         self.models_button.setMenu(menu)
@@ -73,6 +78,8 @@ class ModelPicker(QWidget):
         state.selected.connect(self._on_model_selected_elsewhere)
         self.import_action.triggered.connect(lambda: self.import_model_file())
         self.export_action.triggered.connect(lambda: self.export_selected())
+        self.export_package_action.triggered.connect(lambda: self.export_package())
+        self.export_worker: Any = None  # the bioimage.io export running, if any
         self.delete_action.triggered.connect(lambda: self.delete_selected())
         self.rollback_action.triggered.connect(self.use_bundled)
 
@@ -111,6 +118,7 @@ class ModelPicker(QWidget):
 
     def _update_model_actions(self) -> None:
         self.delete_action.setEnabled(self._selected_version() is not None)
+        self.export_package_action.setEnabled(self.export_worker is None)
         self.rollback_action.setEnabled(self._model_index != 0)
 
     def _selected_path(self) -> str | None:
@@ -125,11 +133,11 @@ class ModelPicker(QWidget):
     def import_model_file(self, path: str | Path | None = None) -> bool:
         """Copy a model file into the saved models (checked first) and select it."""
 
-        path = path or self._ask_model_file()
+        path = path or self._ask_import_file()
         if not path:
             return False
         try:
-            info = import_model(path)
+            info = import_package(path) if is_package(path) else import_model(path)
         except (ModelFileError, OSError, ValueError) as exc:
             _notify.error(f"cannot import {Path(path).name}: {one_line(exc)}")
             return False
@@ -153,6 +161,39 @@ class ModelPicker(QWidget):
             return None
         _notify.info(f"model written to {dest}")
         return dest
+
+    def export_package(self, path: str | Path | None = None) -> Any:
+        """Write the selected model as a bioimage.io package, in a worker (it runs the net; with
+        bioimageio.core installed it also runs bioimage.io's model test). Returns the worker."""
+
+        src = self._selected_path()
+        if self.export_worker is not None or src is None:
+            return None
+        if path is None:
+            path = _dialogs.ask_save_package(self, f"{Path(src).stem}.zip")
+        if not path:
+            return None
+        worker = create_worker(export_bioimageio, src, path, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(self._on_package_written)
+        worker.errored.connect(self._on_export_errored)
+        worker.finished.connect(self._on_export_finished)
+        self.export_worker = worker
+        self.export_package_action.setEnabled(False)
+        self.problem.emit(f"exporting {Path(src).stem} as a bioimage.io package...")
+        worker.start()
+        return worker
+
+    def _on_package_written(self, dest: Path) -> None:
+        _notify.info(f"bioimage.io package written to {dest}")
+        self.problem.emit(f"bioimage.io package written: {Path(dest).name}")
+
+    def _on_export_errored(self, exc: BaseException) -> None:
+        _notify.error(f"cannot export: {one_line(exc)}")
+        self.problem.emit("bioimage.io export failed")
+
+    def _on_export_finished(self) -> None:
+        self.export_worker = None
+        self.export_package_action.setEnabled(True)
 
     def delete_selected(self, confirm: bool = True) -> bool:
         """Delete the selected saved version and go back to the bundled model."""
@@ -186,6 +227,10 @@ class ModelPicker(QWidget):
         """The file dialog, apart so tests can replace it."""
         return _dialogs.ask_open_model(self)
 
+    def _ask_import_file(self) -> str | None:
+        """The import dialog (model files and bioimage.io packages), apart so tests can replace it."""
+        return _dialogs.ask_import_model(self)
+
     def _on_model_selected_elsewhere(self, path: str) -> None:
         """Fine-tune saved a version (or another widget chose a model): use it from now on."""
         if path == self._selected_path():
@@ -214,19 +259,35 @@ class ModelPicker(QWidget):
         return True
 
     def _select_model_at(self, index: int) -> None:
-        """Make ``index`` current and announce its model card (threshold, min size)."""
+        """Make ``index`` current and announce its model card (threshold, min size).
+
+        A model that cannot be used (a broken file, bad architecture arguments, NaN weights:
+        :meth:`Model.load` checks before it builds anything) is refused in one notification and
+        the choice goes back to the model selected before, else to the bundled one.
+        """
 
         if index < 0 or self.model_combo.itemData(index) is None:
             return
-        self.model_combo.setCurrentIndex(index)
-        self._model_index = index
-        self.model_state.select(self.model_combo.itemData(index))
-        try:
-            card: dict[str, Any] = self.model_state.load(self.model_combo.itemData(index)).card
-        except (ModelFileError, OSError) as exc:
-            card = {}
-            self.problem.emit(one_line(exc))
-        self.card_loaded.emit(card)
+        card: dict[str, Any] | None = None
+        chosen = index
+        for candidate in dict.fromkeys((index, self._model_index, 0)):  # the choice, then fallbacks
+            path = self.model_combo.itemData(candidate)
+            if path is None:
+                continue
+            try:
+                card = self.model_state.load(path).card
+            except (ModelFileError, OSError, MemoryError) as exc:
+                if candidate == index:
+                    name = self.model_combo.itemText(index)
+                    _notify.error(f"cannot use model {name}: {one_line(exc)}")
+                    self.problem.emit(f"model not loaded: {one_line(exc)}")
+                continue
+            chosen = candidate
+            break
+        self.model_combo.setCurrentIndex(chosen)
+        self._model_index = chosen
+        self.model_state.select(self.model_combo.itemData(chosen))
+        self.card_loaded.emit(card or {})  # no usable model at all: Segment says why when run
 
     def selected_model(self) -> Model:
         """The chosen model, loaded (cached, shared with Fine-tune); raises ``ModelFileError``."""

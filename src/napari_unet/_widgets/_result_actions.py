@@ -1,5 +1,6 @@
 """What becomes of a fine-tuned model: saved as a new version and selected in Segment, or,
-when saving failed (a full disk, an unwritable folder), kept for Save again / Export.
+when saving failed (a full disk, an unwritable folder), kept in memory for Save again, Save
+elsewhere (a file of the user's choice, then selected in Segment) or Export (a copy only).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class ResultActions(QWidget):
-    """The last fine-tuned model and the buttons for it: Segment again, Save again, Export."""
+    """The last fine-tuned model and the buttons for it: Segment again, Save again, Save elsewhere, Export."""
 
     def __init__(self, state: ModelState, status: QLabel) -> None:
         super().__init__()
@@ -36,24 +37,37 @@ class ResultActions(QWidget):
         )
         self.segment_again_button.setEnabled(False)
         self.save_again_button = QPushButton("Save again")
+        self.save_again_button.setToolTip("Try again to save the fine-tuned model in the model folder")
+        self.save_elsewhere_button = QPushButton("Save elsewhere...")
+        self.save_elsewhere_button.setToolTip(
+            "Write the fine-tuned model to a file of your choice and use it in Segment"
+        )
         self.export_button = QPushButton("Export...")
         self.export_button.setToolTip("Write the last fine-tuned model to a file")
         self.export_button.setEnabled(False)
         self.save_again_button.setVisible(False)
+        self.save_elsewhere_button.setVisible(False)
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.segment_again_button)
         row.addWidget(self.save_again_button)
+        row.addWidget(self.save_elsewhere_button)
         row.addWidget(self.export_button)
         # bound methods, not lambdas: a lambda holding ``self`` keeps the viewer alive after closing
         self.save_again_button.clicked.connect(self._on_save_again_clicked)
+        self.save_elsewhere_button.clicked.connect(self._on_save_elsewhere_clicked)
         self.export_button.clicked.connect(self._on_export_clicked)
 
     def clear(self) -> None:
         """A new run starts: no result yet."""
         self.model = None
         self.segment_again_button.setEnabled(False)
-        self.save_again_button.setVisible(False)
+        self._offer_saving(False)
+
+    def _offer_saving(self, offer: bool) -> None:
+        """Show or hide the buttons that save a model kept in memory after a failed save."""
+        self.save_again_button.setVisible(offer)
+        self.save_elsewhere_button.setVisible(offer)
 
     def finished(self, outcome: fp.FinetuneOutcome) -> None:
         """A run returned its model: say how it went, and whether it was saved."""
@@ -81,7 +95,7 @@ class ResultActions(QWidget):
         self.model_state.changed()
         self.model_state.select(str(info.path))
         self.segment_again_button.setEnabled(True)
-        self.save_again_button.setVisible(False)
+        self._offer_saving(False)
         self._status.setText(f"{summary}. Saved and selected in Segment as '{info.name}'.")
         # one notification (each costs the GUI thread a few ms): a warning when the run did not help
         text = f"fine-tuned model saved as {info.name} ({fp.result_summary(self.model.card)})"
@@ -91,9 +105,15 @@ class ResultActions(QWidget):
             _notify.info(text)
 
     def _save_failed(self, error: str, summary: str) -> None:
-        _notify.error(f"fine-tuned model not saved: {error}")
-        self.save_again_button.setVisible(True)
-        self._status.setText(f"{summary}. NOT saved ({error}): Save again or Export it to a file.")
+        """Saving failed: the model stays in memory; one notification says so and what to do."""
+        _notify.error(
+            f"fine-tuned model not saved ({error}); it is kept in memory: "
+            "Save again, Save elsewhere or Export it before closing napari"
+        )
+        self._offer_saving(True)
+        self._status.setText(
+            f"{summary}. NOT saved ({error}); kept in memory: Save again, Save elsewhere or Export it."
+        )
 
     def save_result(self) -> bool:
         """Retry saving the last fine-tuned model (after a full disk or unwritable folder)."""
@@ -111,13 +131,41 @@ class ResultActions(QWidget):
     def _on_save_again_clicked(self) -> None:
         self.save_result()
 
+    def _on_save_elsewhere_clicked(self) -> None:
+        self.save_elsewhere()
+
     def _on_export_clicked(self) -> None:
         self.export_result()
 
-    def _ask_export_path(self) -> str | None:
+    def save_elsewhere(self, path: str | Path | None = None) -> Path | None:
+        """Write the kept model to a file of the user's choice and select it in Segment.
+
+        The way out when the model folder's disk is full: Segment again then works with the
+        file, like a model loaded with "Load from file...".
+        """
+        if self.model is None:
+            return None
+        path = path or self._ask_export_path("Save the fine-tuned model")
+        if not path:
+            return None
+        try:
+            out = self.model.save(path)
+        except OSError as exc:  # Model.save raises ModelSaveError for every write failure
+            self._save_failed(exc.strerror or fp.one_line(exc), "save elsewhere failed")
+            return None
+        with contextlib.suppress(OSError):
+            self.model_state.remember(str(out), self.model)
+        self.model_state.select(str(out))
+        self.segment_again_button.setEnabled(True)
+        self._offer_saving(False)
+        self._status.setText(f"Saved to {out} and selected in Segment.")
+        _notify.info(f"fine-tuned model written to {out} and selected in Segment")
+        return out
+
+    def _ask_export_path(self, title: str = "Export the fine-tuned model") -> str | None:
         """The file dialog, apart so tests can replace it."""
         name = f"{self.model.card.get('name', 'model')}.pt" if self.model is not None else "model.pt"
-        return _dialogs.ask_save_model(self, "Export the fine-tuned model", name)
+        return _dialogs.ask_save_model(self, title, name)
 
     def export_result(self, path: str | Path | None = None) -> Path | None:
         """Write the last fine-tuned model to a file of the user's choice."""
@@ -128,8 +176,8 @@ class ResultActions(QWidget):
             return None
         try:
             out = self.model.save(path)
-        except OSError as exc:
-            _notify.error(f"cannot export: {exc.strerror or exc}")
+        except OSError as exc:  # Model.save raises ModelSaveError for every write failure
+            _notify.error(f"cannot export: {exc.strerror or fp.one_line(exc)}")
             return None
         _notify.info(f"model written to {out}")
         return out

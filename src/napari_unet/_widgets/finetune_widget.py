@@ -118,6 +118,7 @@ class FinetuneWidget(QWidget):
         self.loss_plot = self.progress.loss_plot
         self.segment_again_button = self.result.segment_again_button
         self.save_again_button = self.result.save_again_button
+        self.save_elsewhere_button = self.result.save_elsewhere_button
         self.export_button = self.result.export_button
 
         buttons = QHBoxLayout()

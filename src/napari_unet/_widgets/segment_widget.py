@@ -1,10 +1,11 @@
 """The Segment dock widget: pick an image and a model, run the U-Net off the GUI thread.
 
 A composition of parts: the image picker, the model picker, the parameter form, the labels
-writer and the close guard. Decisions that are not Qt (which part of the image, where the
-result goes, whether that would destroy user edits) live in :mod:`._plan`; the work itself
-is :func:`napari_unet.engine.predict.iter_segment`, a generator that a napari worker drives,
-one yield per tile, so the GUI keeps repainting and Stop takes effect at the next tile.
+writer, the close guard and Measure (:mod:`._measure_panel`). Decisions that are not Qt
+(which part of the image, where the result goes, whether that would destroy user edits) live
+in :mod:`._plan`; the work itself is :func:`napari_unet.engine.predict.iter_segment`, a
+generator that a napari worker drives, one yield per tile, so the GUI keeps repainting and
+Stop takes effect at the next tile.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from . import _gc, _lazy, _notify, _plan
 from ._close_guard import CloseGuard
 from ._image_picker import ImagePicker
 from ._labels_writer import LabelsWriter
+from ._measure_panel import MeasurePanel
 from ._model_picker import ModelPicker
 from ._model_state import model_state
 from ._params import SegmentParams, align_labels
@@ -58,6 +60,7 @@ class SegmentWidget(QWidget):
         self.models = ModelPicker(self.model_state)
         self.params = SegmentParams(_plan.SCOPES)
         self.writer = LabelsWriter(napari_viewer, self.model_state.written)
+        self.measure = MeasurePanel(napari_viewer, self.picker, self.writer)
         # the parts' widgets under the names scripts and tests use
         self.image_combo = self.picker.image_combo
         self.axes_edit = self.picker.axes_edit
@@ -82,6 +85,7 @@ class SegmentWidget(QWidget):
         outer.addWidget(self.params.form.native)
         outer.addLayout(buttons)
         outer.addWidget(self.status_label)
+        outer.addWidget(self.measure)
         outer.addStretch(1)
         self._close_guard = CloseGuard(self, stop_when_undocked=False)
         align_labels(self.picker.form, self.params.form)
@@ -104,6 +108,7 @@ class SegmentWidget(QWidget):
 
         self.models.select_initial()
         self._refresh_images()
+        _lazy.start_cache_cleaning()  # stores of lazy results whose napari died: once per session
         # napari imports pandas & co. the first time any Labels layer is built (~0.3 s on the
         # GUI thread): pay it when the widget opens, not as a freeze when the first result lands
         Labels(np.zeros((1, 1), np.uint8))
@@ -178,7 +183,12 @@ class SegmentWidget(QWidget):
         # materialise (dask, zarr) and detach from the layer on this thread: the worker must
         # never read a layer. A plane is copied; a whole stack is not duplicated in memory.
         image = data if lazy else np.array(data[plan.source]) if plan.is_slice else np.asarray(data)
-        job = self._capture(layer, axes, plan, lazy)
+        try:
+            job = self._capture(layer, axes, plan, lazy)
+        except OSError as exc:  # the labels cache cannot be written (a lazy stack's store goes there)
+            _notify.error(f"cannot write to the labels cache {_lazy.cache_folder()}: {exc.strerror or exc}")
+            self.status_label.setText(f"error: {exc.strerror or one_line(exc)}")
+            return
         # a one-channel model sees the chosen channel; a multi-channel model takes them all
         one = model.config.in_channels == 1
         channel = self.picker.channel() if "C" in plan.axes and one else None
@@ -209,6 +219,7 @@ class SegmentWidget(QWidget):
 
     def stop(self) -> None:
         """Ask the worker to stop at its next tile; nothing is written."""
+        self.measure.stop()  # the dock closes: a block-by-block measurement stops too
         if self.worker is None:
             return
         if self._run is not None:
@@ -255,6 +266,11 @@ class SegmentWidget(QWidget):
         run = self._run
         if run is None or run.stop_requested:
             return
+        if _plan.layer_by_id(self.viewer.layers, run.job.image_id) is None:
+            # the image was deleted while Segment ran: its labels would stand alone, unasked for
+            _notify.warning(f"'{run.job.image_name}' was deleted while Segment ran: no labels layer added")
+            self.status_label.setText(f"'{run.job.image_name}' was deleted: result discarded")
+            return
         name = self.writer.write(run.job, result)
         seconds = time.perf_counter() - run.job.started
         size = f"; {run.size.short()}" if run.size is not None else ""
@@ -268,6 +284,8 @@ class SegmentWidget(QWidget):
         run, self._run = self._run, None
         if run is not None and run.pbar is not None:
             run.pbar.close()
+        if run is not None and run.job.store is not None and not self.writer.holds(run.job.store):
+            _lazy.remove_store(run.job.store)  # a lazy run stopped, failed or discarded: no layer uses it
         if run is not None and run.stop_requested:
             self.status_label.setText("stopped: nothing written")
         self.worker = None  # drops the generator, which closes iter_segment

@@ -46,6 +46,8 @@ class BatchReport:
         self.summary, self.extra = summary, extra
         self.start = time.perf_counter()
         self._last_save = self.start
+        self._saved: tuple[float, int] | None = None  # (wall time, files) of this run's last summary
+        self._earlier = summary is not None and summary.exists()  # a file of an earlier run is there
         self._files: Any = None
         self._tiles: Any = None
         self._tiles_for: str | None = None
@@ -95,7 +97,7 @@ class BatchReport:
             if failed:
                 self._files.set_postfix_str(f"{failed} failed")
         if self.summary is not None and time.perf_counter() - self._last_save > _SAVE_EVERY:
-            self.save()
+            self.save(final=False)
 
     def _write(self, line: str, stream: Any) -> None:
         if self._files is not None or self._tiles is not None:
@@ -116,11 +118,26 @@ class BatchReport:
             self._files.close()
             self._files = None
 
-    def save(self) -> str | None:
-        """Write the summary file; None or the problem."""
+    def save(self, final: bool = True) -> str | None:
+        """Write the summary file (``complete`` = ``final``); None or the problem, in one line.
+
+        When the final write fails, the line says what the file on disk is: this run's last
+        summary (marked incomplete), an earlier run's, or none.
+        """
         self._last_save = time.perf_counter()
         try:
-            write_summary(self.summary, self.results, self._last_save - self.start, self.extra)
+            write_summary(self.summary, self.results, self._last_save - self.start, self.extra, final)
         except OSError as exc:
-            return f"cannot write the summary ({exc.strerror or one_line(str(exc))})"
+            problem = f"cannot write the summary ({exc.strerror or one_line(str(exc))})"
+            if self._saved is not None:
+                at, files = self._saved
+                when = time.strftime("%H:%M:%S", time.localtime(at))
+                problem += (
+                    f"; the file on disk is stale: written at {when} "
+                    f'with {files} of {len(self.results)} files and "complete": false'
+                )
+            elif self._earlier:
+                problem += "; the file on disk is stale: it is an earlier run's"
+            return problem
+        self._saved = (time.time(), len(self.results))
         return None

@@ -3,13 +3,17 @@
 All pairs are read before any training, so one bad file (one ``error:`` line each) stops the
 call at once instead of after the time budget. The training is
 :func:`napari_unet.training.finetune.iter_finetune`, driven to its end with a progress line at
-most every few seconds.
+most every few seconds. Minutes of training are never thrown away for a failed write: when the
+output cannot be written (a full disk), the model goes to the model folder or, failing that,
+to a temporary folder, and the one ``error:`` line says where (the exit code is still 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -231,8 +235,49 @@ def _print_result(tuned: Model) -> None:
         print(f"warning: {advice}", file=sys.stderr, flush=True)
 
 
+def _rescue(tuned: Model, output: Path) -> Path | None:
+    """Write a model that could not be written to ``output`` somewhere else; where, or None.
+
+    First the user's model folder, as a saved version named after ``output`` (``--model NAME``
+    then finds it, and ``napari-unet models`` lists it), then a temporary folder; each write is
+    atomic, so a place without room is left as it was.
+    """
+    from napari_unet.models.registry import save_version  # local: keeps torch out of --help
+
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", output.stem).strip("-.") or "model"
+    for name in (stem, None):  # None: a fresh "<parent>-ft-<time>" name when the stem is taken
+        try:
+            return save_version(tuned, name).path
+        except ValueError:  # the name is taken, or not a valid version name
+            continue
+        except OSError:  # no room (or no right) in the model folder either
+            break
+    tmp = Path(tempfile.gettempdir()) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.pt"
+    try:
+        return tuned.save(tmp)
+    except OSError:
+        return None
+
+
+def _save(tuned: Model, output: Path) -> int:
+    """Write the tuned model to ``output``, else rescue it; one line either way, the exit code."""
+    try:
+        tuned.save(output)
+    except OSError as exc:  # Model.save raises ModelSaveError for every failure, torch's included
+        reason = exc.strerror or one_line(str(exc))
+        rescued = _rescue(tuned, output)
+        if rescued is None:
+            where = f"the model folder or {tempfile.gettempdir()}"
+            error(output, f"cannot write the model ({reason}); no room in {where} either: it is lost")
+        else:
+            error(output, f"cannot write the model ({reason}); it was saved to {rescued} instead")
+        return EXIT_INPUT_FAILED
+    print(f"saved {output}", flush=True)
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
-    """Fine-tune and write ``args.output``; the exit code (0 ok, 1 a bad input file, 2 usage)."""
+    """Fine-tune and write ``args.output``; the exit code (0 ok, 1 a bad input or a failed write, 2 usage)."""
     if len(args.images) != len(args.labels):
         error("--labels", f"{len(args.labels)} label file(s) for {len(args.images)} image(s); give one each")
         return EXIT_USAGE
@@ -253,10 +298,4 @@ def run(args: argparse.Namespace) -> int:
     tuned = _train(model, samples, device, args)
     _print_result(tuned)
     tuned.card["name"] = args.output.stem
-    try:
-        tuned.save(args.output)
-    except OSError as exc:
-        error(args.output, f"cannot write the model ({exc.strerror or one_line(str(exc))})")
-        return EXIT_USAGE
-    print(f"saved {args.output}", flush=True)
-    return EXIT_OK
+    return _save(tuned, args.output)

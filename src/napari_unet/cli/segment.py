@@ -80,7 +80,8 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
         "--measure",
         action="store_true",
         help="also write OUT/<name>_objects.csv: one row per object (area, centroid, bounding box, "
-        "intensities, shape; in physical units when the file has a pixel size)",
+        "intensities, shape; in physical units when the file has a pixel size); lazily read inputs "
+        "are measured block by block from their labels, without solidity",
     )
     seg.add_argument(
         "--accurate",
@@ -165,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     report = BatchReport(args.summary, extra)
     from napari_unet.scale.batch import run_batch  # local: keeps torch out of --help
 
+    finished = False
     try:
         run_batch(
             args.inputs,
@@ -177,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
             tile_progress=report.tile,
             started=report.started,
         )
+        finished = True
     except SchedulerError as exc:
         report.close()
         subject = "--scheduler" if args.scheduler is not None else SCHEDULER_ENV
@@ -184,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     finally:
         report.close()
-        summary_problem = report.save() if args.summary is not None else None
+        summary_problem = report.save(final=finished) if args.summary is not None else None
     if summary_problem:
         error(args.summary, summary_problem)
     totals = summarize(report.results, time.perf_counter() - report.start)

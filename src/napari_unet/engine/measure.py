@@ -1,10 +1,11 @@
 """Per-object measurements of a labels array: the numbers a microscopist takes away.
 
-One row per object (per object and frame in a time-lapse), from
-:func:`skimage.measure.regionprops_table`: id, size in pixels (voxels in 3D) and, when the
-pixel size is known, in physical units; centroid; bounding box; mean and max intensity of
-the image; eccentricity and solidity in 2D; z extent in 3D. The table is a plain dict of
-equal-length numpy arrays (no pandas needed) and writes itself to CSV.
+One row per object (per object and frame in a time-lapse), with scikit-image's definitions
+(``regionprops``): id, size in pixels (voxels in 3D) and, when the pixel size is known, in
+physical units; centroid; bounding box; mean and max intensity of the image; eccentricity and
+solidity in 2D; z extent in 3D. The numbers come from one pass over the pixels
+(:mod:`.object_stats`, :mod:`.convex_hull`) rather than regionprops' loop over the objects. The
+table is a plain dict of equal-length numpy arrays (no pandas needed) and writes itself to CSV.
 """
 
 from __future__ import annotations
@@ -16,26 +17,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from skimage.measure import regionprops_table
 
 from napari_unet.common.atomic import atomic_write
+from napari_unet.engine.object_stats import object_stats, stats_table
 
 __all__ = [
     "Table",
     "add_physical_units",
     "check_axes",
-    "eccentricities",
-    "eccentricity_from_sums",
     "measure",
     "measure_labels",
+    "pixel_sizes",
     "table_to_csv",
 ]
 
 Table = dict[str, np.ndarray]
 
 
-def _pixel_sizes(axes: str, scale: Mapping[str, float] | Sequence[float] | None) -> dict[str, float] | None:
-    """Pixel size per spatial axis (Z, Y, X) from a mapping or a per-axis sequence; None if unknown."""
+def pixel_sizes(axes: str, scale: Mapping[str, float] | Sequence[float] | None) -> dict[str, float] | None:
+    """Pixel size per spatial axis (Z, Y, X) from a mapping or a per-axis sequence; None if unknown.
+
+    Raises ValueError (one line) for a sequence of the wrong length or a size that is not a
+    positive number, so a caller can refuse a bad scale before any work.
+    """
     if scale is None:
         return None
     if isinstance(scale, Mapping):
@@ -62,6 +66,8 @@ def check_axes(axes: str | None, shape: tuple[int, ...]) -> str:
         raise ValueError(
             f"axes {axes!r} do not fit labels of shape {shape} (letters among T, Z, Y, X, ending YX)"
         )
+    if 0 in shape:
+        raise ValueError(f"labels of shape {shape} hold no pixels")
     return axes
 
 
@@ -69,7 +75,7 @@ def add_physical_units(
     table: Table, axes: str, scale: Mapping[str, float] | Sequence[float] | None, unit: str | None
 ) -> Table:
     """Add ``area_<unit>2`` (2D) or ``volume_<unit>3`` (3D) and centroids in ``<unit>``."""
-    sizes = _pixel_sizes(axes, scale)
+    sizes = pixel_sizes(axes, scale)
     if sizes is None:
         return table
     spatial = axes.replace("T", "")
@@ -82,64 +88,8 @@ def add_physical_units(
 
 
 def _frame_table(labels: np.ndarray, image: np.ndarray | None, spatial: str) -> Table:
-    props = ["label", "area", "centroid", "bbox"]
-    if image is not None:
-        props += ["intensity_mean", "intensity_max"]
-    if len(spatial) == 2:
-        props += ["solidity"]
-    raw = regionprops_table(labels, intensity_image=image, properties=props)
-    n = len(spatial)
-    out: Table = {"label": raw["label"].astype(np.int64), "area": raw["area"].astype(np.int64)}
-    for i, a in enumerate(spatial):
-        out[f"centroid_{a.lower()}"] = raw[f"centroid-{i}"]
-    for i, a in enumerate(spatial):
-        out[f"bbox_{a.lower()}0"] = raw[f"bbox-{i}"].astype(np.int64)
-        out[f"bbox_{a.lower()}1"] = raw[f"bbox-{i + n}"].astype(np.int64)
-    if image is not None:
-        out["mean_intensity"] = raw["intensity_mean"].astype(np.float64)
-        out["max_intensity"] = raw["intensity_max"].astype(np.float64)
-    if n == 2:
-        out["eccentricity"] = eccentricities(labels, out["label"])
-        out["solidity"] = raw["solidity"]
-    else:
-        out["z_extent"] = out["bbox_z1"] - out["bbox_z0"]
-    return out
-
-
-def eccentricities(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Eccentricity of the ellipse with the same second moments as each 2D object in ``ids``.
-
-    scikit-image's definition (``sqrt(1 - l2 / l1)`` of the inertia tensor's eigenvalues),
-    from per-label sums of coordinates in one pass over the pixels: regionprops computes the
-    moments object by object, 0.8 s of the 1.1 s a 2048 px image with ~1000 nuclei took.
-    """
-    flat = labels.ravel().astype(np.int64)
-    yy, xx = np.indices(labels.shape, dtype=np.float64)
-    y, x = yy.ravel(), xx.ravel()
-    size = int(flat.max(initial=0)) + 1
-
-    def total(w: np.ndarray | None) -> np.ndarray:
-        return np.bincount(flat, weights=w, minlength=size)[ids]
-
-    return eccentricity_from_sums(total(None), total(y), total(x), total(y * y), total(x * x), total(x * y))
-
-
-def eccentricity_from_sums(
-    n: np.ndarray, sy: np.ndarray, sx: np.ndarray, syy: np.ndarray, sxx: np.ndarray, sxy: np.ndarray
-) -> np.ndarray:
-    """Eccentricity from per-object pixel counts and sums of y, x, y*y, x*x, x*y.
-
-    Sums can be gathered block by block and added, so a store larger than memory gets the
-    same figure (:mod:`napari_unet.scale.measure_blocks`).
-    """
-    my, mx = sy / n, sx / n
-    cyy, cxx, cxy = syy / n - my * my, sxx / n - mx * mx, sxy / n - mx * my
-    half = np.sqrt(((cyy - cxx) / 2.0) ** 2 + cxy**2)
-    big = (cyy + cxx) / 2.0 + half
-    small = np.maximum((cyy + cxx) / 2.0 - half, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ecc = np.sqrt(np.clip(1.0 - small / big, 0.0, 1.0))
-    return np.where(big > 0, ecc, 0.0)
+    """One frame's rows: the statistics of :mod:`.object_stats`, with solidity in 2D."""
+    return stats_table(object_stats(labels, image, convex=len(spatial) == 2), spatial)
 
 
 def measure_labels(
@@ -169,7 +119,7 @@ def measure_labels(
             raise ValueError(
                 f"image shape {image.shape} differs from the labels' {labels.shape} (pick one channel)"
             )
-    _pixel_sizes(axes, scale)  # a bad scale is refused before any work
+    pixel_sizes(axes, scale)  # a bad scale is refused before any work
     spatial = axes.replace("T", "")
     lab = labels.astype(np.int64, copy=False) if labels.dtype == bool else labels
     frames = [(None, lab, image)]
@@ -251,17 +201,24 @@ def measure(
     return pd.DataFrame(table)
 
 
+CSV_ROWS = 10_000  # rows turned into Python values at a time (a whole store's table could be millions)
+
+
 def table_to_csv(table: Table, path: str | Path) -> Path:
-    """Write the table as CSV (one header row, one row per object), atomically."""
+    """Write the table as CSV (one header row, one row per object), atomically.
+
+    Rows are converted :data:`CSV_ROWS` at a time: the table of a store larger than memory
+    may hold millions of rows, and Python values of all of them would take gigabytes.
+    """
     path = Path(path)
     keys = list(table)
     n = len(table[keys[0]]) if keys else 0
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(keys)
-        columns = [table[k].tolist() for k in keys]
-        for row in range(n):
-            writer.writerow([_cell(col[row]) for col in columns])
+        for start in range(0, n, CSV_ROWS):
+            columns = [table[k][start : start + CSV_ROWS].tolist() for k in keys]
+            writer.writerows([_cell(v) for v in row] for row in zip(*columns, strict=True))
     return path
 
 

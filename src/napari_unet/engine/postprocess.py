@@ -14,6 +14,7 @@ interior bridges their seeds through z; eroding them first keeps touching nuclei
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,13 +28,29 @@ class PostprocessParams:
 
     ``threshold``: foreground probability cut; ``min_size``: smallest object in pixels
     (voxels in 3D); ``seed_threshold``: interior probability that makes a seed;
-    ``min_seed_size``: smallest seed in pixels.
+    ``min_seed_size``: smallest seed in pixels. A ``threshold`` outside (0, 1), nan included,
+    a ``seed_threshold`` of 0 or less or nan, and negative sizes raise ``ValueError``; a
+    ``seed_threshold`` of 1 or more makes no seeds (each foreground component is one object).
     """
 
     threshold: float = 0.5
     seed_threshold: float = 0.5
     min_size: int = 15
     min_seed_size: int = 4
+
+    def __post_init__(self) -> None:
+        # a threshold of nan, 0, 1 or 2 does not fail: it silently finds nothing (or everything)
+        for name, high in (("threshold", 1.0), ("seed_threshold", math.inf)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+                raise ValueError(f"{name} must be a number, not {value!r}")
+            if not 0.0 < float(value) < high:  # nan fails this too
+                span = "between 0 and 1 (exclusive)" if high == 1.0 else "above 0"
+                raise ValueError(f"{name} must be {span}, not {value}")
+        for name in ("min_size", "min_seed_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, not {value!r}")
 
 
 def _label_dtype(n: int) -> np.dtype:

@@ -102,7 +102,11 @@ def default_params(model: Model) -> PostprocessParams:
     """Post-processing parameters from the model card (tuned with the model), else defaults."""
     card = model.card.get("postprocess") or {}
     known = {f.name for f in fields(PostprocessParams)}
-    return PostprocessParams(**{k: v for k, v in card.items() if k in known})
+    values = {k: v for k, v in card.items() if k in known}
+    for key in ("min_size", "min_seed_size"):  # a card written as JSON may say 30.0
+        if isinstance(values.get(key), float) and values[key].is_integer():
+            values[key] = int(values[key])
+    return PostprocessParams(**values)
 
 
 @dataclass(frozen=True)

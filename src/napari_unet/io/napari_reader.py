@@ -14,11 +14,16 @@ What each layer carries (the Segment widget and the writers rely on these keys):
 ``scale`` is the physical pixel size for Z, Y and X (1 for T). Channels become separate layers
 (napari's ``channel_axis``); RGB only for real colour samples. A large OME-Zarr image with several
 resolution levels is opened multiscale (``layer.data[0]`` is the full resolution).
+
+What the file makes doubtful (chunks missing from an OME-Zarr image, read as the fill value) is
+said with a ``UserWarning``, which napari shows as a notification, and kept in
+``metadata["warning"]``.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,6 +76,8 @@ def read_path(path: str | list[str]) -> list[LayerData]:
             levels = read_ome_zarr_levels(p)[0]
     except ImageReadError as exc:
         raise ImageReadError(f"cannot open {p.name}: {exc}") from None
+    if meta.get("warning"):
+        warnings.warn(f"{p.name}: {meta['warning']}", UserWarning, stacklevel=2)
     return layer_data(data, axes, meta, source=os.fspath(p), levels=levels)
 
 
@@ -109,6 +116,8 @@ def layer_data(
     }
     if meta.get("note"):
         base_md["note"] = meta["note"]
+    if meta.get("warning"):
+        base_md["warning"] = meta["warning"]
 
     def md(layer_axes: str | None, **extra: Any) -> dict[str, Any]:
         # "axes" is the hint the Segment/Fine-tune widgets already read (as for the samples)

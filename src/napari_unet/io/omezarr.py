@@ -20,16 +20,30 @@ Decisions:
   renamed into place only when complete, so an interrupted write never leaves a store that looks
   complete (a killed process can leave the hidden temporary folder; it never ends in ``.zarr``).
   This protects against interruption, not power loss (chunk files are not fsynced).
-* Errors in reading are :class:`~napari_unet.io.errors.ImageReadError` with a one-line reason.
+  zarr writes chunks from background tasks, and a failed write (a full disk) returns while its
+  sibling chunks are still being written: the clean-up waits for them first
+  (:func:`wait_for_pending_writes`), else they land in the removed folder and bring it back.
+* Missing chunks: a chunk absent from a store reads as the array's fill value. That is the Zarr
+  specification, and writers use it to skip empty chunks (zarr-python 3 does by default), so a
+  store with missing chunks is not refused; but an interrupted copy looks the same, so reading an
+  image (not a labels store, where an absent chunk is background) counts them and
+  ``meta["warning"]`` names the first ones. Our image stores write every chunk
+  (``write_empty_chunks``), so in them a missing chunk is always a loss.
+* Errors in reading are :class:`~napari_unet.io.errors.ImageReadError` with a one-line reason; a
+  chunk that cannot be decoded names its file (zarr's own message names neither store nor chunk).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +51,8 @@ import dask.array as da
 import numcodecs
 import numpy as np
 import zarr
+import zarr.core.sync
+from dask.base import tokenize
 
 from napari_unet.common.axes import validate_axes
 from napari_unet.io.errors import MAX_NDIM, ImageReadError, first_line
@@ -71,6 +87,8 @@ _NGFF_TO_UNIT = {
 }
 _ZARR_MARKERS = (".zgroup", ".zarray", "zarr.json")
 DEFAULT_PLANE_CHUNK = 1024
+MISSING_CHECK_MAX_CHUNKS = 250_000  # above this, listing a store's chunks costs more than it tells
+PENDING_WRITES_TIMEOUT = 120.0  # s to wait for zarr's in-flight chunk writes before a clean-up
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -246,11 +264,120 @@ def read_ome_zarr(path: str | os.PathLike) -> tuple[Any, str | None, dict[str, A
 
 
 def read_ome_zarr_levels(path: str | os.PathLike) -> tuple[list[Any], str | None, dict[str, Any]]:
-    """Like :func:`read_ome_zarr` but with a dask array per resolution level (napari multiscale)."""
+    """Like :func:`read_ome_zarr` but with a dask array per resolution level (napari multiscale).
+
+    ``meta["warning"]`` (one line) says when chunks of an image's full resolution are missing
+    (see the module docstring); a chunk that cannot be read raises
+    :class:`~napari_unet.io.errors.ImageReadError` naming its file when the data is computed.
+    """
     arrays, axes, meta = _levels(path)
     _check_array(arrays[0])
     meta["levels"] = len(arrays)
-    return [da.from_zarr(a) for a in arrays], axes, meta
+    if not meta.get("labels"):
+        warning = _missing_chunks_warning(arrays[0])
+        if warning:
+            meta["warning"] = warning
+    return [_as_dask(a, Path(path)) for a in arrays], axes, meta
+
+
+def _chunk_file(arr: Any, coords: Sequence[int]) -> str:
+    """Where the chunk at grid position ``coords`` of ``arr`` lives (its file in a local store)."""
+    key = arr.metadata.encode_chunk_key(tuple(int(c) for c in coords))
+    root = getattr(arr.store, "root", None)
+    return str(Path(root) / arr.path / key) if root is not None else f"{arr.path}/{key}"
+
+
+def missing_chunks(arr: Any, first: int = 3) -> tuple[int, int, list[str]]:
+    """How many chunks of a zarr array are absent from its store, of how many, and the first ones.
+
+    Returns ``(0, total, [])`` without listing when the array has too many chunks to list
+    (``MISSING_CHECK_MAX_CHUNKS``) or is sharded (its keys are shards, not chunks).
+    """
+    total = int(arr.nchunks)
+    if total > MISSING_CHECK_MAX_CHUNKS or getattr(arr, "shards", None) is not None:
+        return 0, total, []
+    missing = total - int(arr.nchunks_initialized)
+    if missing <= 0:
+        return 0, total, []
+    root = getattr(arr.store, "root", None)
+    names: list[str] = []
+    if root is not None:  # a local store: name the first absent chunk files
+        for coords in np.ndindex(*arr.cdata_shape):
+            name = _chunk_file(arr, coords)
+            if not os.path.exists(name):
+                names.append(name)
+                if len(names) >= first:
+                    break
+    return missing, total, names
+
+
+def _missing_chunks_warning(arr: Any) -> str | None:
+    """One line when chunks of ``arr`` are missing (they read as its fill value), else None."""
+    try:
+        missing, total, names = missing_chunks(arr)
+    except Exception:  # noqa: BLE001 - a check that cannot list the store warns of nothing
+        return None
+    if not missing:
+        return None
+    shown = ", ".join(names) + (", ..." if missing > len(names) else "")
+    return (
+        f"{missing} of {total} chunks are missing ({shown}) and read as the fill value "
+        f"{arr.fill_value}: normal for a writer that skips empty chunks, a loss after an interrupted copy"
+    )
+
+
+class _NamedChunks:
+    """A zarr array for dask whose read errors name the store's chunk file.
+
+    zarr says "error during blosc decompression: -1" for a corrupt chunk, naming neither file nor
+    chunk; on a failed read each chunk of the selection is read again alone to find the culprit.
+    """
+
+    def __init__(self, arr: Any) -> None:
+        self.arr = arr
+        self.shape, self.dtype, self.ndim, self.chunks = arr.shape, arr.dtype, arr.ndim, arr.chunks
+
+    def __getitem__(self, selection: Any) -> np.ndarray:
+        try:
+            return np.asarray(self.arr[selection])
+        except Exception as exc:  # noqa: BLE001 - zarr and its codecs raise many kinds
+            raise ImageReadError(self._culprit(selection, exc)) from None
+
+    def _grid_ranges(self, selection: Any) -> list[range] | None:
+        """The chunk-grid positions a selection of ints and unit-step slices touches, per axis."""
+        sel = selection if isinstance(selection, tuple) else (selection,)
+        sel = sel + (slice(None),) * (self.ndim - len(sel))
+        ranges = []
+        for s, n, c in zip(sel, self.shape, self.chunks, strict=True):
+            if isinstance(s, (int, np.integer)):
+                ranges.append(range(int(s) % n // c, int(s) % n // c + 1))
+            elif isinstance(s, slice) and s.step in (None, 1):
+                start, stop, _ = s.indices(n)
+                ranges.append(range(start // c, max(start, stop - 1) // c + 1))
+            else:
+                return None
+        return ranges
+
+    def _culprit(self, selection: Any, exc: Exception) -> str:
+        """One line naming the first chunk of ``selection`` that cannot be read, and why."""
+        ranges = self._grid_ranges(selection)
+        grids = itertools.product(*ranges) if ranges is not None else iter(())
+        for grid in itertools.islice(grids, 64):  # a few reads, on the failure path only
+            box = tuple(slice(g * c, (g + 1) * c) for g, c in zip(grid, self.chunks, strict=True))
+            try:
+                self.arr[box]
+            except Exception as one:  # noqa: BLE001 - this chunk is the one
+                return f"{_chunk_file(self.arr, grid)}: corrupt or unreadable chunk ({first_line(one)})"
+        root = getattr(self.arr.store, "root", None)
+        where = Path(root) / self.arr.path if root is not None else self.arr.path
+        return f"cannot read the chunks of {where} ({first_line(exc)})"
+
+
+def _as_dask(arr: Any, path: Path) -> da.Array:
+    """A dask array over a zarr array, whose read errors name the chunk (see :class:`_NamedChunks`)."""
+    name = "ome-zarr-" + tokenize(str(path.resolve()), arr.path, arr.shape, arr.chunks, str(arr.dtype))
+    meta = np.empty((0,) * arr.ndim, dtype=arr.dtype)
+    return da.from_array(_NamedChunks(arr), chunks=arr.chunks, name=name, lock=False, fancy=False, meta=meta)
 
 
 def open_level(path: str | os.PathLike, level: int = 0, mode: str = "r") -> Any:
@@ -324,6 +451,52 @@ def _attrs(
     return attrs
 
 
+def wait_for_pending_writes(timeout: float = PENDING_WRITES_TIMEOUT) -> None:
+    """Wait until zarr's background tasks (chunk writes still in flight) have ended.
+
+    zarr writes the chunks of one assignment as concurrent tasks on its own event loop; when one
+    fails (a full disk) the assignment raises at once while the others go on. A clean-up that
+    removes the store then must wait for them, else they recreate its folders after it, and the
+    tasks still pending when Python exits print a flood of asyncio tracebacks.
+    """
+    loop = zarr.core.sync.loop[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def settle() -> None:
+        me, deadline = asyncio.current_task(), loop.time() + timeout
+        while loop.time() < deadline:  # again: a task ending early (a failed gather) may leave children
+            pending = [t for t in asyncio.all_tasks() if t is not me]
+            if not pending:
+                return
+            await asyncio.wait(pending, timeout=deadline - loop.time())
+
+    with contextlib.suppress(Exception):  # a loop closing at exit has nothing left to wait for
+        asyncio.run_coroutine_threadsafe(settle(), loop).result(timeout + 5)
+
+
+def remove_store(path: str | os.PathLike) -> None:
+    """Delete a (temporary) store after its pending writes ended; a missing one is fine."""
+    wait_for_pending_writes()
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.exists(path):  # a write that outlived the wait: try once more
+        time.sleep(0.1)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def touch_store(arr: Any) -> None:
+    """Mark the store of a zarr array as in use now (its folder's modification time).
+
+    A run that writes nothing into its store for a while (predicting a large frame) still
+    touches it, so that a later run's clean-up of leftovers (which removes only temporary stores
+    untouched for a while) never takes it for one a killed run left.
+    """
+    root = getattr(getattr(arr, "store", None), "root", None)
+    if root is not None:
+        with contextlib.suppress(OSError):
+            os.utime(root)
+
+
 def _temp_sibling(target: Path) -> Path:
     return target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
 
@@ -379,6 +552,10 @@ def ome_zarr_writer(
     write); on a clean exit the store is renamed to ``path``, on an exception it is deleted and
     ``path`` is untouched. ``axes`` must be in NGFF order (``TCZYX`` subset). Chunks never written
     read back as ``fill_value``. Use ``labels=True`` for label images (adds ``image-label``).
+
+    Labels skip the chunks that are all ``fill_value`` (background: a sparse store is small);
+    images write every chunk, so that a missing chunk in them always means a loss. On failure
+    the temporary store is removed only after zarr's pending writes ended.
     """
     target = Path(path)
     shape = tuple(int(s) for s in shape)
@@ -403,12 +580,14 @@ def ome_zarr_writer(
             compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE),
             chunk_key_encoding={"name": "v2", "separator": "/"},
             fill_value=fill_value,
+            config={"write_empty_chunks": not labels},
         )
         root.attrs.update(_attrs(axes, pixel_size, unit, name, labels, channel_names))
         yield arr
+        wait_for_pending_writes()  # every chunk is on disk before the store is renamed into place
         _commit(tmp, target, overwrite)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_store(tmp)
         raise
 
 
@@ -469,8 +648,13 @@ def write_ome_zarr(
         channel_names=channel_names,
     ) as arr:
         if lazy:
-            # dask chunks aligned to the store's: no two tasks write the same zarr chunk
-            da.store(data.rechunk(arr.chunks), arr, lock=False, scheduler="threads")
+            # dask chunks aligned to the store's: no two tasks write the same zarr chunk. The pool
+            # is ours so that a failure waits for the tasks still writing before the clean-up
+            pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
+            try:
+                da.store(data.rechunk(arr.chunks), arr, lock=False, scheduler="threads", pool=pool)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         else:
             arr[...] = data
     return Path(path)

@@ -17,6 +17,7 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -196,19 +197,33 @@ class _TiffPlanes:
         self.dtype = np.dtype(dtype).newbyteorder("=")
         self.ndim = len(shape)
         self._array: Any = None
+        self._store: Any = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_array", "_lock")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_array", "_store", "_lock")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _array=None, _lock=threading.Lock())
+        self.__dict__.update(state, _array=None, _store=None, _lock=threading.Lock())
 
     def _open(self) -> Any:
         with self._lock:  # dask threads ask at once: open the file once
             if self._array is None:
-                self._array = zarr.open(tifffile.imread(self.path, aszarr=True, series=0), mode="r")
+                self._store = tifffile.imread(self.path, aszarr=True, series=0)
+                self._array = zarr.open(self._store, mode="r")
         return self._array
+
+    def close(self) -> None:
+        """Close the file (it reopens on the next read)."""
+        with self._lock:
+            store, self._store, self._array = self._store, None, None
+        if store is not None:
+            store.close()
+
+    def __del__(self) -> None:
+        # close the handle ourselves: left to the garbage collector it warns (ResourceWarning)
+        with contextlib.suppress(Exception):  # nothing to report to at interpreter exit
+            self.close()
 
     def __getitem__(self, index: Any) -> np.ndarray:
         try:

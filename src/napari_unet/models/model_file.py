@@ -9,7 +9,11 @@ training data, metrics, parent model), so a file is self-describing.
 from __future__ import annotations
 
 import copy
+import errno
+import math
 import os
+import shutil
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,14 +21,99 @@ from typing import Any
 import torch
 
 from napari_unet.common.atomic import atomic_write
-from napari_unet.models.unet import UNet, UNetConfig
+from napari_unet.models.unet import MAX_PARAMETERS, UNet, UNetConfig
 
 FORMAT_NAME = "napari-unet"
 FORMAT_VERSION = 1
+# The largest file loaded: the largest net a configuration may ask for (float32 weights) plus
+# room for the card and BatchNorm statistics. torch.load reads a file whole, so a larger file
+# is refused before it is read.
+MAX_FILE_BYTES = 4 * MAX_PARAMETERS + 64 * 2**20
+
+
+def is_bioimageio_package(path: Path) -> bool:
+    """Whether ``path`` is a zip with a bioimage.io description at its root.
+
+    torch's own files are zips too, but hold no ``rdf.yaml``.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as zf:
+            return any(n in ("rdf.yaml", "bioimageio.yaml") for n in zf.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 class ModelFileError(ValueError):
     """A model file that cannot be used: corrupt, foreign, unsafe or of another architecture."""
+
+
+class ModelSaveError(OSError):
+    """A model could not be written (unwritable folder, disk full); nothing was left behind.
+
+    Every failure of the writer is one of these, whatever torch raised: its zip writer reports
+    a full disk as ``RuntimeError`` ("enforce fail at inline_container.cc ... unexpected pos"),
+    which callers would otherwise take for a bug and lose the trained model with it.
+    """
+
+
+def _write_failure(exc: BaseException, folder: Path, nbytes: int) -> ModelSaveError:
+    """The :class:`ModelSaveError` for a failed write of ``nbytes`` into ``folder``, in one line.
+
+    torch's ``RuntimeError`` says nothing a user can act on; the free space of the folder
+    tells whether the disk was full.
+    """
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if isinstance(exc, OSError) and exc.errno is not None:
+        code, text = exc.errno, exc.strerror or str(exc)
+    elif free is not None and free < nbytes:
+        code, text = errno.ENOSPC, "No space left on device"
+    else:
+        code, text = errno.EIO, f"write failed ({_first_line(exc)})"
+    if code == errno.ENOSPC:  # (the free space is not shown: torch may still hold the cut-off file open)
+        text = f"{text} (the model needs {nbytes / 2**20:.1f} MB)"
+    return ModelSaveError(code, text)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return " ".join(lines[0].split())[:160] if lines else type(exc).__name__
+
+
+def _card_problem(card: dict[str, Any]) -> str | None:
+    """What is wrong with the card values prediction reads (None: nothing).
+
+    Checked at load so that a bad file is refused in one line instead of failing later,
+    in the middle of a segmentation, with a type error.
+    """
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    norm = card.get("normalization", {})
+    if not isinstance(norm, dict):
+        return "card 'normalization' is not a dict"
+    low, high = norm.get("low", 1.0), norm.get("high", 99.8)
+    if not (number(low) and number(high) and 0 <= low < high <= 100):
+        return f"card normalization percentiles must satisfy 0 <= low < high <= 100, not {low!r}, {high!r}"
+    post = card.get("postprocess", {})
+    if not isinstance(post, dict):
+        return "card 'postprocess' is not a dict"
+    for key, high in (("threshold", 1), ("seed_threshold", math.inf)):  # as PostprocessParams checks
+        if key in post and not (number(post[key]) and 0 < post[key] < high):
+            return f"card postprocess {key} is out of range: {post[key]!r}"
+    for key in ("min_size", "min_seed_size"):
+        value = post.get(key, 0)
+        if not (number(value) and float(value).is_integer() and value >= 0):
+            return f"card postprocess {key} must be an integer >= 0, not {value!r}"
+    for key in ("object_diameter", "working_zoom"):
+        if key in card and not (number(card[key]) and card[key] > 0):
+            return f"card {key} must be a positive number, not {card[key]!r}"
+    return None
 
 
 def _load_failure_reason(exc: Exception) -> str:
@@ -173,8 +262,9 @@ class Model:
 
         Raises
         ------
-        OSError
-            When the file cannot be written; nothing is left behind.
+        ModelSaveError
+            When the file cannot be written (an ``OSError``, whatever torch's writer raised, a
+            full disk included), in one line; nothing is left behind.
 
         Examples
         --------
@@ -189,9 +279,15 @@ class Model:
         tiny
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as tmp:
-            torch.save(self.to_dict(half), tmp)
+        blob = self.to_dict(half)
+        nbytes = sum(v.numel() * v.element_size() for v in blob["state_dict"].values())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(path) as tmp:
+                torch.save(blob, tmp)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: torch's zip writer on a full disk
+            folder = next((p for p in (path.parent, *path.parents) if p.is_dir()), Path("."))
+            raise _write_failure(exc, folder, nbytes) from None
         return path
 
     @classmethod
@@ -211,8 +307,9 @@ class Model:
         Raises
         ------
         ModelFileError
-            For a missing, corrupt, truncated, foreign or unsafe file, or weights of another
-            architecture; the message is one line starting with the path.
+            For a missing, corrupt, truncated, foreign, unsafe or oversized file, bad
+            architecture arguments (checked before any network is built), weights of another
+            architecture or holding NaN/inf; the message is one line starting with the path.
 
         Examples
         --------
@@ -229,8 +326,24 @@ class Model:
         refused: True
         """
         path = Path(path)
+        if path.is_dir():
+            raise ModelFileError(f"{path}: a folder, not a model file")
         if not path.is_file():
             raise ModelFileError(f"{path}: no such model file")
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        if size > MAX_FILE_BYTES:
+            raise ModelFileError(
+                f"{path}: {size / 2**20:.0f} MB is larger than any model this plugin can build "
+                f"({MAX_FILE_BYTES / 2**20:.0f} MB)"
+            )
+        if is_bioimageio_package(path):
+            raise ModelFileError(
+                f"{path}: a bioimage.io package, not a model file: import it first "
+                f"(napari-unet models import {path.name}, or Segment's ⋯ menu), then use its name"
+            )
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure means "not a usable model file"
@@ -257,8 +370,9 @@ class Model:
         ------
         ModelFileError
             When ``blob`` is not a napari-unet model, comes from a newer format version, or
-            holds bad architecture arguments, no weights, weights that do not fit, or a card
-            that is not a dict.
+            holds bad architecture arguments (types, ranges, size: checked before the network
+            is built), no weights, weights that do not fit or are not finite, or a card that is
+            not a dict or holds values prediction cannot use.
 
         Examples
         --------
@@ -279,18 +393,27 @@ class Model:
         try:
             config = UNetConfig.from_dict(dict(blob["config"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{where}bad architecture arguments ({exc})") from None
-        net = UNet(config)
+            raise ModelFileError(f"{where}bad architecture arguments ({_first_line(exc)})") from None
         state = blob.get("state_dict")
-        if not isinstance(state, dict):
+        if not isinstance(state, dict) or not state:
             raise ModelFileError(f"{where}no weights in the file")
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            msg = str(exc).splitlines()[0]
-            raise ModelFileError(f"{where}weights do not fit the architecture ({msg[:120]})") from None
-        net.eval()
+        if not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ModelFileError(f"{where}weights are not all tensors")
+        floats = ((k, v) for k, v in state.items() if v.is_floating_point())
+        bad = next((k for k, v in floats if not torch.isfinite(v).all()), None)
+        if bad is not None:  # such a net finds nothing, silently: refuse it here
+            raise ModelFileError(f"{where}weights hold NaN or infinite values (in {bad}); not usable")
         card = blob.get("card") or {}
         if not isinstance(card, dict):
             raise ModelFileError(f"{where}model card is not a dict")
+        problem = _card_problem(card)
+        if problem:
+            raise ModelFileError(f"{where}{problem}")
+        net = UNet(config)  # only now: the configuration's size is within bounds
+        try:
+            net.load_state_dict(state, strict=True)
+        except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+            msg = _first_line(exc)[:120]
+            raise ModelFileError(f"{where}weights do not fit the architecture ({msg})") from None
+        net.eval()
         return cls(net, card, source)

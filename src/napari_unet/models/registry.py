@@ -22,7 +22,7 @@ from pathlib import Path
 from platformdirs import user_data_dir
 
 from napari_unet.common.atomic import atomic_write
-from napari_unet.models.model_file import Model, ModelFileError
+from napari_unet.models.model_file import Model, ModelFileError, ModelSaveError
 
 BUNDLED_NAME = "nuclei"
 MODEL_SUFFIX = ".pt"
@@ -86,9 +86,17 @@ def list_models() -> list[ModelInfo]:
     folder = user_model_dir()
     if folder.is_dir():
         saved = [p for p in folder.glob(f"*{MODEL_SUFFIX}") if not p.name.startswith(".")]
-        saved.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        saved.sort(key=_mtime, reverse=True)
         out += [ModelInfo(p.stem, p, False) for p in saved]
     return out
+
+
+def _mtime(path: Path) -> float:
+    """When a saved file last changed; 0 for one that cannot be read (a dangling link): listed last."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def resolve_model_path(name_or_path: str | os.PathLike | None = None) -> Path:
@@ -175,8 +183,8 @@ def load_model(name_or_path: str | os.PathLike | Model | None = None) -> Model:
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-class ModelSaveError(OSError):
-    """A model could not be written (unwritable folder, disk full); nothing was left behind."""
+# ModelSaveError (an OSError: unwritable folder, disk full) is defined beside Model.save, which
+# raises it, and imported from here as before.
 
 
 def _check_name(name: str) -> str:

@@ -10,6 +10,7 @@ net is :mod:`napari_unet.models.model_file`.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,6 +19,22 @@ from torch import nn
 
 Padding = Literal["same", "valid"]
 Norm = Literal["none", "batch"]
+
+# Limits of a configuration, checked before a net is built (a model file names its own).
+# The cap on parameters is twice the paper's net (31.0 M, base 64 and depth 4): every U-Net of
+# the paper's size or the plugin's (1.9 M) fits with room to spare, and the largest net a file
+# can ask for weighs 256 MB in float32 (a few times that while fine-tuning), which a laptop has.
+# The field limits only stop absurd values early; the parameter cap is what bounds memory.
+MAX_PARAMETERS = 64_000_000
+MAX_CHANNELS = 256  # in or out: more than any microscope records, hyperspectral included
+MAX_BASE = 1024
+MAX_DEPTH = 8  # inputs must be multiples of 2**depth: 256 px already
+_INT_RANGES = (
+    ("in_channels", 1, MAX_CHANNELS),
+    ("out_channels", 1, MAX_CHANNELS),
+    ("base", 1, MAX_BASE),
+    ("depth", 0, MAX_DEPTH),
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +59,12 @@ class UNetConfig:
     Raises
     ------
     ValueError
-        For channels or ``base`` below 1, a negative ``depth``, or an unknown ``padding`` or ``norm``.
+        For a field of the wrong type (channels, ``base`` and ``depth`` are integers, not
+        floats or bools), out of its range (channels 1 to ``MAX_CHANNELS``, ``base`` 1 to
+        ``MAX_BASE``, ``depth`` 0 to ``MAX_DEPTH``), an unknown ``padding`` or ``norm``, or a
+        net of more than ``MAX_PARAMETERS`` parameters. A model file's configuration is checked
+        here before any network is built, so a crafted file cannot make the plugin allocate
+        gigabytes.
 
     See Also
     --------
@@ -67,14 +89,56 @@ class UNetConfig:
     norm: Norm = "batch"
 
     def __post_init__(self) -> None:
-        if self.in_channels < 1 or self.out_channels < 1:
-            raise ValueError("in_channels and out_channels must be >= 1")
-        if self.base < 1 or self.depth < 0:
-            raise ValueError("base must be >= 1 and depth >= 0")
-        if self.padding not in ("same", "valid"):
+        for name, low, high in _INT_RANGES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{name} must be an integer, not {value!r}")
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be between {low} and {high}, not {value}")
+            object.__setattr__(self, name, int(value))  # a numpy integer becomes a plain int
+        if not isinstance(self.padding, str) or self.padding not in ("same", "valid"):
             raise ValueError(f"padding must be 'same' or 'valid', not {self.padding!r}")
-        if self.norm not in ("none", "batch"):
+        if not isinstance(self.norm, str) or self.norm not in ("none", "batch"):
             raise ValueError(f"norm must be 'none' or 'batch', not {self.norm!r}")
+        count = self.parameter_count()
+        if count > MAX_PARAMETERS:
+            raise ValueError(
+                f"a net of {count / 1e6:.0f} M parameters (base {self.base}, depth {self.depth}) is "
+                f"over the limit of {MAX_PARAMETERS / 1e6:.0f} M"
+            )
+
+    def parameter_count(self) -> int:
+        """The number of trainable parameters of the net this configuration builds, without building it.
+
+        Counted from the layer shapes (:class:`UNet` has exactly these), so a configuration can
+        be judged before any memory is allocated.
+
+        Returns
+        -------
+        int
+            Weights and biases of every convolution and BatchNorm layer.
+
+        Examples
+        --------
+        >>> from napari_unet.models.unet import UNetConfig
+        >>> UNetConfig.paper().parameter_count()
+        31030658
+        """
+        chans = [self.base * 2**i for i in range(self.depth + 1)]
+        per_channel = 2 if self.norm == "none" else 4  # two conv biases, or two BatchNorms' weight and bias
+
+        def double_conv(cin: int, cout: int) -> int:
+            return 9 * cout * (cin + cout) + per_channel * cout
+
+        count, cin = 0, self.in_channels
+        for ch in chans[:-1]:
+            count += double_conv(cin, ch)
+            cin = ch
+        count += double_conv(chans[-2] if self.depth else self.in_channels, chans[-1])
+        for i in range(self.depth, 0, -1):
+            count += chans[i] * chans[i - 1] * 4 + chans[i - 1]  # the 2x2 transposed convolution
+            count += double_conv(2 * chans[i - 1], chans[i - 1])
+        return count + chans[0] * self.out_channels + self.out_channels
 
     @classmethod
     def paper(cls, in_channels: int = 1, out_channels: int = 2) -> UNetConfig:
@@ -137,7 +201,7 @@ class UNetConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown architecture arguments: {sorted(unknown)}")
+            raise ValueError(f"unknown architecture arguments: {sorted(map(str, unknown))}")
         return cls(**d)
 
 

@@ -108,6 +108,7 @@ class Session:
         self._evidence: dict[Lead, PlaneEvidence] = {}
         self.history: list[Edit] = []
         self._max_id = int(labels.max(initial=0))
+        self._stale = False  # the labels changed outside the session: find the top id again
         if probabilities is not None:
             given = probabilities if isinstance(probabilities, dict) else {(): probabilities}
             for lead, probs in given.items():
@@ -223,11 +224,23 @@ class Session:
         shape = tuple(s.stop - s.start for s in region)
         return Edit(region, edit.before.reshape(shape), edit.after.reshape(shape), edit.ids, edit.message)
 
+    def _next_id(self, count: int = 1) -> int:
+        """The first of ``count`` unused ids (above every id of the labels)."""
+        if self._stale:
+            self._max_id, self._stale = int(self.labels.max(initial=0)), False
+        top = self._max_id + count
+        if top > np.iinfo(self.labels.dtype).max:
+            raise ProofreadError(
+                f"the labels are {self.labels.dtype} and have no free id left (max {self._max_id}): "
+                "convert them to a larger type"
+            )
+        return self._max_id + 1
+
     def plan_add(self, point: Sequence[float]) -> Edit:
         """The edit that :meth:`add` would make."""
         lead, yx = self.split_point(point)
         edit = add_object(
-            self._plane(lead), self.evidence(lead), yx, self._max_id + 1, self.diameter(lead), self.params
+            self._plane(lead), self.evidence(lead), yx, self._next_id(), self.diameter(lead), self.params
         )
         return self._lift(lead, edit)
 
@@ -241,7 +254,11 @@ class Session:
             raise ProofreadError("split points must lie on one plane")
         (lead,) = leads
         edit = split_object(
-            self._plane(lead), self.evidence(lead), [yx for _, yx in placed], self._max_id + 1
+            self._plane(lead),
+            self.evidence(lead),
+            [yx for _, yx in placed],
+            self._next_id(len(points) - 1),
+            self.diameter(lead),
         )
         return self._lift(lead, edit)
 
@@ -312,5 +329,9 @@ class Session:
         return self.labels
 
     def note_external_edit(self) -> None:
-        """The labels changed outside the session (a brush stroke): new ids start above them."""
-        self._max_id = int(self.labels.max(initial=0))
+        """The labels changed outside the session (a brush stroke, an undo).
+
+        The next new id is looked up again when one is needed (not now: a big stack's maximum
+        takes a while).
+        """
+        self._stale = True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -39,6 +40,7 @@ from napari_unet.scale.batch_outputs import (
     output_path,
     output_state,
     precheck,
+    remove_leftovers,
 )
 from napari_unet.scale.batch_summary import Summary, summarize, write_summary
 from napari_unet.scale.batch_types import (
@@ -106,6 +108,9 @@ def run_batch(
 
     Resumable: outputs are written atomically, so an output that already exists complete is
     skipped, and a re-run redoes only what is missing. A file's problem never stops the batch.
+    The hidden temporaries that a killed run left in ``outdir`` are removed first (only ours,
+    untouched for a minute, of no live process: see
+    :func:`napari_unet.scale.batch_outputs.remove_leftovers`).
 
     Parameters
     ----------
@@ -164,6 +169,7 @@ def run_batch(
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(outdir, started=time.time())
     paths, problems = expand_inputs(inputs, recursive=recursive, outdir=outdir)
     n_all = len(problems) + len(paths)
     results: dict[int, FileResult] = {}

@@ -11,7 +11,6 @@ with a one-line message, whichever machine it ran on.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -34,6 +33,7 @@ from napari_unet.engine.object_scale import anisotropy_from_pixel_size
 from napari_unet.engine.setup import default_params
 from napari_unet.io import images as io
 from napari_unet.io.errors import ImageReadError
+from napari_unet.io.omezarr import remove_store
 from napari_unet.models.model_file import Model, ModelFileError
 from napari_unet.models.registry import load_model, resolve_model_path
 from napari_unet.scale import chunked
@@ -48,6 +48,7 @@ from napari_unet.scale.batch_outputs import (
 )
 from napari_unet.scale.batch_types import BatchInputError, BatchOptions, FileResult, one_line
 from napari_unet.scale.cluster import local_dask
+from napari_unet.scale.measure_blocks import measure_store
 
 __all__ = ["cached_model", "segment_and_write", "segment_file"]
 
@@ -141,6 +142,8 @@ def segment_and_write(
     try:
         # the user describing a channel axis means the raw array, not a grayscale-collapsed one
         data, file_axes, meta = _read_input(input_path, wants_channels)
+        if meta.get("warning") and notes is not None:  # e.g. chunks missing from an OME-Zarr
+            notes.append(f"warning: {meta['warning']}")
         axes = decide_axes(data, file_axes, options.axes)
         _check_channels(axes, tuple(data.shape), options.channel, model)
         config = PredictConfig(
@@ -153,8 +156,6 @@ def segment_and_write(
         params = _postprocess_params(model, options.threshold, options.min_size)
         kwargs = {"axes": axes, "channel": options.channel, "params": params, "config": config}
         if meta.get("lazy"):
-            if options.measure and notes is not None:
-                notes.append("no objects table (lazy inputs are not measured yet)")
             sizes = {k: v for k, v in (meta.get("pixel_size") or {}).items() if k in "ZYX"}
             store = output if fmt == "zarr" else output.with_name(f".{output.name}.{os.getpid()}.tmp.zarr")
             try:
@@ -169,11 +170,13 @@ def segment_and_write(
                     **kwargs,
                 )
                 drain(gen, progress)
+                if options.measure:  # block by block from the store, before a TIFF copy removes it
+                    _write_store_objects(store, output, data, axes, options.channel, meta)
                 if store != output:
                     return tiff_from_store(store, output, output_axes(axes), meta)
             finally:
                 if store != output:
-                    shutil.rmtree(store, ignore_errors=True)
+                    remove_store(store)  # after its pending writes: none lands after the removal
         elif options.track and "T" in axes:  # the chunked engine links frames; in memory here
             out = np.zeros([n for n, a in zip(data.shape, axes, strict=True) if a != "C"], np.uint32)
             labels = drain(chunked.iter_segment_chunked(data, out, model, track=True, **kwargs), progress)
@@ -220,6 +223,19 @@ def _write_objects(
         lab_axes = None
     sizes = meta.get("pixel_size") or None
     table = measure_labels(labels, image, axes=lab_axes, scale=sizes, unit=meta.get("unit"))
+    table_to_csv(table, objects_path(output))
+
+
+def _write_store_objects(
+    store: Path, output: Path, data: Any, axes: str, channel: int | None, meta: dict[str, Any]
+) -> None:
+    """``<stem>_objects.csv`` of a lazy input: its labels store measured block by block.
+
+    The rows are :func:`_write_objects`' without ``solidity`` (it needs an object whole);
+    memory holds one block of labels and image, not the stack.
+    """
+    sizes = meta.get("pixel_size") or None
+    table = measure_store(store, data, image_axes=axes, channel=channel, scale=sizes, unit=meta.get("unit"))
     table_to_csv(table, objects_path(output))
 
 

@@ -4,18 +4,25 @@ Resumable because every output is written atomically (a temporary file or folder
 into place): an output that exists under its final name is complete, so a re-run skips it
 ("skipped (done)") and redoes everything else. An existing file that is *not* a readable
 label file is not ours: it is reported and left alone unless ``overwrite``.
+
+A killed run leaves its hidden temporaries (a full-size store for a large input); a re-run
+removes them first (:func:`remove_leftovers`): only names of ours, untouched for a minute before
+the run began, and not those of a process still alive on this machine.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import tifffile
 
+from napari_unet.common.leftovers import QUIET, newest_change, pid_alive, remove
 from napari_unet.engine.metrics import count_objects
 from napari_unet.io.images import image_stem
 from napari_unet.io.labels import write_labels
@@ -33,6 +40,7 @@ __all__ = [
     "output_path",
     "output_state",
     "precheck",
+    "remove_leftovers",
     "tiff_from_store",
     "write_output",
 ]
@@ -65,6 +73,71 @@ def output_format(input_path: str | os.PathLike, fmt: str) -> str:
 def output_path(outdir: str | os.PathLike, input_path: str | os.PathLike, fmt: str = "auto") -> Path:
     """``OUTDIR/<stem>_labels.tif`` or ``OUTDIR/<stem>_labels.ome.zarr``: stable, so re-runs find it."""
     return Path(outdir) / f"{_stem(input_path)}{OUTPUT_SUFFIX[output_format(input_path, fmt)]}"
+
+
+# .<name>.<8 hex>.tmp (atomic_write, the OME-Zarr writer), .<name>.<8 hex>.old (a replaced store)
+# and .<name>.<pid>.tmp.zarr (the store a lazy input is segmented into before its TIFF is written)
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?:[0-9a-f]{8}\.(?:tmp|old)|(?P<pid>\d+)\.tmp\.zarr)$")
+_PROBS_NAME = re.compile(r"^\.napari-unet-probs-(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+$")  # chunked.PROBS_PREFIX
+
+
+def _leftover_owner(name: str) -> tuple[bool, int | None]:
+    """Whether ``name`` is a temporary of a batch output, and the process id it names (if any)."""
+    probs = _PROBS_NAME.match(name)
+    if probs:
+        return True, int(probs["pid"]) if probs["pid"] else None
+    match = _TEMP_NAME.match(name)
+    if not match:
+        return False, None
+    target, pid = match["target"], int(match["pid"]) if match["pid"] else None
+    if target.endswith((*OUTPUT_SUFFIX.values(), "_objects.csv")):
+        return True, pid
+    ours, inner = _leftover_owner(
+        target
+    )  # the temporary of a temporary store: ..a_labels.tif.12.tmp.zarr.*.tmp
+    return ours and target.startswith("."), inner if inner is not None else pid
+
+
+def remove_leftovers(
+    outdir: str | os.PathLike, started: float | None = None, quiet: float = QUIET
+) -> list[Path]:
+    """Delete the hidden temporaries that killed runs of ours left in ``outdir``; what was removed.
+
+    Only what is surely dead goes: a name of ours (a label file's, an objects table's or a
+    probability store's temporary), nothing in it changed during the ``quiet`` seconds before
+    ``started`` (a live run touches its stores every few seconds, see
+    :mod:`napari_unet.scale.chunked`), and not named after a process still alive on this machine.
+    Anything else, the user's files included, is never touched.
+
+    Parameters
+    ----------
+    outdir : str or os.PathLike
+        The output folder (its top level: outputs never go deeper).
+    started : float, optional
+        When this run began (``time.time()``); None: now.
+    quiet : float
+        Seconds a temporary must have been left untouched.
+
+    Returns
+    -------
+    list of Path
+        The files and folders removed.
+    """
+    cutoff = (time.time() if started is None else started) - quiet
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(outdir))
+    except OSError:
+        return removed
+    for entry in entries:
+        ours, pid = _leftover_owner(entry.name)
+        if not ours or (pid is not None and pid != os.getpid() and pid_alive(pid)):
+            continue
+        if newest_change(entry.path, after=cutoff) > cutoff:
+            continue  # in use, or just made: not a leftover
+        if remove(entry.path) or not os.path.lexists(entry.path):
+            removed.append(Path(entry.path))
+    return removed
 
 
 def objects_path(labels_output: str | os.PathLike) -> Path:

@@ -1,4 +1,10 @@
-"""The summary of a batch: counts and throughput for the CLI's last line and the summary file."""
+"""The summary of a batch: counts and throughput for the CLI's last line and the summary file.
+
+The file is written atomically (a reader sees the previous version or the new one whole) and
+says whether it is the final one: a long batch rewrites it as it goes with ``complete: false``,
+and only the write after the last file says ``complete: true``. A file that still says false
+after the run ended is stale (the final write failed, or the run was killed).
+"""
 
 from __future__ import annotations
 
@@ -56,18 +62,45 @@ def write_summary(
     results: Sequence[FileResult],
     seconds: float,
     extra: dict[str, Any] | None = None,
+    complete: bool = True,
 ) -> Path:
-    """Per-file results as JSON (or CSV if the name ends in .csv), written atomically."""
+    """Per-file results as JSON (or CSV if the name ends in .csv), written atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file; ``.csv`` for one row per file, else JSON.
+    results : sequence of FileResult
+        The files finished so far.
+    seconds : float
+        Time since the batch started.
+    extra : dict, optional
+        What else the JSON records of the call (model, scheduler, options).
+    complete : bool
+        Whether the batch has ended: JSON ``"complete"``, a CSV ``complete`` column. A summary
+        written while the batch runs says false.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be written; the previous file, if any, is left as it was.
+    """
     path = Path(path)
     rows = [asdict(r) for r in results]
     with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         if path.suffix.lower() == ".csv":
-            names = [f.name for f in FileResult.__dataclass_fields__.values()]
+            names = [*(f.name for f in FileResult.__dataclass_fields__.values()), "complete"]
             writer = csv.DictWriter(fh, fieldnames=names)
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({**row, "complete": str(complete).lower()} for row in rows)
         else:
-            blob = {**(extra or {}), "summary": asdict(summarize(results, seconds)), "files": rows}
+            summary = asdict(summarize(results, seconds))
+            blob = {**(extra or {}), "complete": complete, "summary": summary, "files": rows}
             json.dump(blob, fh, indent=1)
             fh.write("\n")
     return path

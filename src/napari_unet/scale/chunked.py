@@ -24,6 +24,11 @@ frame, in three steps:
 Memory is set by the blocks, not by the stack; the union-find holds only joined ids.
 Time-lapses are segmented frame by frame (ids restart per frame, as in memory); with
 ``track=True`` ids follow objects over time (:mod:`napari_unet.scale.tracking`).
+
+The stores on disk (the labels being written, the temporary probabilities) are touched every
+``HEARTBEAT`` seconds while the run goes on, written to or not: a later run's clean-up of what
+killed runs left (:func:`napari_unet.scale.batch_outputs.remove_leftovers`) removes only
+temporaries untouched for longer than that, so it never takes a live run's store for a leftover.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import tempfile
+import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -51,7 +56,7 @@ from napari_unet.engine.normalize import SAMPLE_VOXELS, Bounds, check_finite, ra
 from napari_unet.engine.object_scale import anisotropy_from_pixel_size, unzoom
 from napari_unet.engine.postprocess import PostprocessParams, instances_from_probabilities
 from napari_unet.engine.setup import array_axes, as_numbers, prepare
-from napari_unet.io.omezarr import ome_zarr_writer
+from napari_unet.io.omezarr import ome_zarr_writer, remove_store, touch_store
 from napari_unet.models.model_file import Model
 from napari_unet.scale.blocks import (
     BLOCK_VOXELS,
@@ -84,6 +89,8 @@ __all__ = [
 PREDICT_BLOCK = 2048  # Y/X core of a prediction block (one plane, with its tiles and the net)
 PROBS_IN_MEMORY = 64 * 2**20  # bytes of float16 probabilities per frame kept in memory, not on disk
 SCRATCH_ENV = "NAPARI_UNET_SCRATCH"
+PROBS_PREFIX = ".napari-unet-probs-"  # + "<pid>-": a temporary probability store (scale.batch_outputs)
+HEARTBEAT = 10.0  # s between touches of the stores a run writes (see the module docstring)
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -156,7 +163,8 @@ def _probability_store(shape: tuple[int, int, int, int], scratch: str | os.PathL
 
     Memory when they are small (``PROBS_IN_MEMORY`` bytes), else a temporary zarr store on
     disk in ``scratch`` ($NAPARI_UNET_SCRATCH, else the user cache folder: not /tmp, which
-    may be RAM), deleted on exit, also on error or Stop.
+    may be RAM), deleted on exit, also on error or Stop, once its pending writes ended. Its
+    name carries the process id, so a clean-up can tell whether the run that made it is alive.
     """
     if 2 * math.prod(shape) <= PROBS_IN_MEMORY:
         yield np.zeros(shape, np.float16)
@@ -165,7 +173,7 @@ def _probability_store(shape: tuple[int, int, int, int], scratch: str | os.PathL
     if not folder:
         folder = platformdirs.user_cache_path("napari-unet") / "scratch"
     Path(folder).mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".napari-unet-probs-", dir=folder)
+    tmp = tempfile.mkdtemp(prefix=f"{PROBS_PREFIX}{os.getpid()}-", dir=folder)
     try:
         chunks = (2, 1, min(shape[2], 512), min(shape[3], 512))
         yield zarr.create_array(
@@ -177,7 +185,7 @@ def _probability_store(shape: tuple[int, int, int, int], scratch: str | os.PathL
             compressors=BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),
         )
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_store(tmp)
 
 
 # --------------------------------------------------------------------------- the engine
@@ -224,6 +232,50 @@ def iter_segment_chunked(
     them in memory. Closing the generator stops at the next tile batch and leaves ``out``
     partly written.
     """
+    live: list[Any] = [out]  # the arrays whose stores the heartbeat touches
+    return (
+        yield from _beating(
+            _segment_chunked(
+                image, out, model, axes, channel, params, config, block, halo, track, out_axes, scratch, live
+            ),
+            lambda: [touch_store(a) for a in live],
+        )
+    )
+
+
+def _beating(gen: Generator[Progress, None, Any], touch: Callable[[], Any]) -> Generator[Progress, None, Any]:
+    """``gen``, calling ``touch`` at its start and then at most every ``HEARTBEAT`` seconds."""
+    last = -math.inf
+    try:
+        while True:
+            if time.monotonic() - last >= HEARTBEAT:
+                touch()
+                last = time.monotonic()
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield item
+    finally:
+        gen.close()
+
+
+def _segment_chunked(
+    image: Any,
+    out: Any,
+    model: Model | str | None,
+    axes: str | None,
+    channel: int | None,
+    params: PostprocessParams | None,
+    config: PredictConfig,
+    block: int | tuple[int, ...] | None,
+    halo: int | tuple[int, ...] | None,
+    track: bool,
+    out_axes: str | None,
+    scratch: str | os.PathLike | None,
+    live: list[Any],
+) -> Generator[Progress, None, Any]:
+    """The body of :func:`iter_segment_chunked`; a probability store on disk joins ``live``."""
     settled: dict[str, tuple[str, int]] = {}
 
     def check(arr: Any, axes: str) -> None:
@@ -255,6 +307,7 @@ def iter_segment_chunked(
     store = LabelsOut(out, out_axes)
     done, next_track = 0, 1
     with _probability_store((2, n_z, h, w), scratch) as maps:
+        live.append(maps)
         for t in range(n_t):
 
             def read(box: Box, t: int = t) -> np.ndarray:

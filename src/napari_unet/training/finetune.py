@@ -130,6 +130,28 @@ def start_from_scratch(config: TrainConfig, before: HeldOutScore | None, steps: 
     return finds_nothing and steps >= MIN_SCRATCH_STEPS
 
 
+def _check_length(config: TrainConfig) -> None:
+    """Refuse a run that would train nothing (steps 0, a budget of 0 s or less, nan) or never end.
+
+    Such a run would return an untrained copy named and carded like a fine-tuned model.
+    """
+    steps, budget, lr = config.steps, config.time_budget, config.lr
+    if steps is None and budget is None:
+        raise ValueError("give a number of steps or a time budget")
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1
+    ):
+        raise ValueError(f"steps must be an integer >= 1 (None: no step limit), not {steps!r}")
+    if budget is not None and not (
+        isinstance(budget, (int, float)) and not isinstance(budget, bool) and 0 < budget < math.inf
+    ):
+        raise ValueError(
+            f"time_budget must be a positive number of seconds (None: no time limit), not {budget!r}"
+        )
+    if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
+        raise ValueError(f"lr must be a positive number, not {lr!r}")
+
+
 def _reinitialise(net: nn.Module, seed: int) -> None:
     """Random weights of the same architecture, in place (torch's global RNG left as it was)."""
     with torch.random.fork_rng(devices=[]):
@@ -202,8 +224,7 @@ def iter_finetune(
     bad = [s.image.shape[0] for s in samples if s.image.shape[0] != model.config.in_channels]
     if bad:
         raise ValueError(f"model takes {model.config.in_channels} channel(s), a sample has {bad[0]}")
-    if config.steps is None and config.time_budget is None:
-        raise ValueError("give a number of steps or a time budget")
+    _check_length(config)
     t0 = time.perf_counter()
     dev = device if isinstance(device, torch.device) else select_device(device)
     if config.freeze_batchnorm and _untrained_batchnorm(model.net):
@@ -413,7 +434,9 @@ def finetune(
     ------
     ValueError
         Unequal numbers of images and labels, a model that is not a 3-class model, an unknown or
-        missing ``device``, or neither ``time_budget`` nor ``steps``.
+        missing ``device``, neither ``time_budget`` nor ``steps``, ``steps`` below 1, or a
+        ``time_budget`` or ``lr`` that is not a positive number (a run that would train nothing
+        and return an untrained copy named like a fine-tuned model).
     napari_unet.training.annotations.AnnotationError
         Labels that cannot be trained on as given (shape, type, selection).
     napari_unet.training.sample.NoAnnotationError
@@ -434,6 +457,9 @@ def finetune(
     >>> model.card["metrics"]["heldout_f1_after"]  # doctest: +SKIP
     >>> napari_unet.segment(other_image, model=model, axes="YX")  # doctest: +SKIP
     """
+    cfg = config or FINETUNE_DEFAULTS
+    cfg = replace(cfg, time_budget=time_budget, steps=steps, seed=seed, lr=lr if lr is not None else cfg.lr)
+    _check_length(cfg)  # before reading anything: a run that would train nothing is refused at once
     base = load_model(model)
     imgs, labs = _as_list(images), _as_list(labels)
     if len(imgs) != len(labs):
@@ -451,6 +477,4 @@ def finetune(
             slices=slices,
             source=f"image {i}",
         )
-    cfg = config or FINETUNE_DEFAULTS
-    cfg = replace(cfg, time_budget=time_budget, steps=steps, seed=seed, lr=lr if lr is not None else cfg.lr)
     return drain(iter_finetune(base, samples, cfg, stop=stop, device=device, holdout=holdout), progress)
