@@ -108,3 +108,11 @@ def test_stop_removes_the_click_tools(setup):
     before = layer.data.copy()
     w.click((90.0, 40.0))
     assert np.array_equal(layer.data, before)
+
+
+def test_a_new_model_chosen_in_segment_gives_a_new_session(setup, qtbot, tiny_model_path):
+    _viewer, w, _layer, _truth = setup
+    old = w.session
+    w.model_state.select(str(tiny_model_path))
+    qtbot.waitUntil(lambda: not w.busy, timeout=20000)
+    assert w.session is not old and w.toggle_button.isChecked()

@@ -82,6 +82,7 @@ class ProofreadWidget(QWidget):
         layers.events.inserted.connect(self._refresh_layers)
         layers.events.removed.connect(self._refresh_layers)
         self.viewer.dims.events.current_step.connect(self._on_plane_changed)
+        self.model_state.selected.connect(self._on_model_changed)
         self._refresh_layers()
 
     # ------------------------------------------------------------------ layers
@@ -95,6 +96,13 @@ class ProofreadWidget(QWidget):
 
     def _chosen(self, combo: QComboBox) -> Any:
         return _plan.layer_by_id(self.viewer.layers, combo.currentData())
+
+    def _on_model_changed(self, path: str = "") -> None:
+        """Another model chosen in Segment (or a fine-tune saved): its probabilities from now on."""
+        self.session, self._key = None, None
+        if self.toggle_button.isChecked() and self._worker is None:
+            self.toggle_button.setChecked(False)
+            self.toggle_button.setChecked(True)
 
     def _on_choice_changed(self) -> None:
         if self.toggle_button.isChecked():  # start over on the new pair
