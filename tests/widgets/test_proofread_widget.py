@@ -116,3 +116,18 @@ def test_a_new_model_chosen_in_segment_gives_a_new_session(setup, qtbot, tiny_mo
     w.model_state.select(str(tiny_model_path))
     qtbot.waitUntil(lambda: not w.busy, timeout=20000)
     assert w.session is not old and w.toggle_button.isChecked()
+
+
+def test_the_session_uses_the_settings_segment_last_ran_the_image_with(setup, qtbot):
+    from napari_unet.engine.config import PredictConfig
+    from napari_unet.engine.postprocess import PostprocessParams
+
+    viewer, w, _layer, _truth = setup
+    image = viewer.layers["img"]
+    params, config = PostprocessParams(threshold=0.3), PredictConfig(diameter=25.0, estimate_size=False)
+    w.model_state.segmented_with[image.unique_id] = (params, config, None)
+    w.toggle_button.setChecked(False)
+    w.toggle_button.setChecked(True)
+    qtbot.waitUntil(lambda: not w.busy, timeout=20000)
+    assert w.session.params == params
+    assert w.session.config is config

@@ -35,6 +35,9 @@ class ModelState(QObject):
         #: labels layer id -> fingerprints of every plane Segment wrote there (see ``_plan.remember``):
         #: Fine-tune tells a user's edit from Segment's own write with it
         self.written: dict[Any, Any] = {}
+        #: image layer id -> (PostprocessParams, PredictConfig, channel) Segment last ran it with:
+        #: Proofread computes the probabilities Segment saw (same diameter, thresholds, channel)
+        self.segmented_with: dict[Any, tuple[Any, Any, int | None]] = {}
 
     def select(self, path: str) -> None:
         """Make ``path`` the selected model and tell every widget."""

@@ -10,7 +10,9 @@ With *Proofread* on, the chosen labels layer is put in pan/zoom mode and listens
 Each edit is one ``data_setitem`` call: one napari undo step (Ctrl+Z) and the paint event that
 makes Fine-tune count the plane as edited. The work is :class:`napari_unet.proofread.Session`;
 the probabilities of the plane shown are computed once in a worker (the first click on a plane
-that has none starts it) and kept, so a click costs a few milliseconds.
+that has none starts it) and kept, so a click costs a few milliseconds. They are computed with
+the settings Segment last used on that image (diameter, thresholds, channel), so a click sees
+what Segment saw.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from napari_unet._widgets import _notify, _plan
 from napari_unet._widgets._choosers import fill_layer_combo
 from napari_unet._widgets._model_state import model_state
 from napari_unet.common.axes import AxesError
+from napari_unet.engine.config import PredictConfig
 from napari_unet.models.model_file import ModelFileError
 from napari_unet.proofread import Edit, ProofreadError, Session
 
@@ -121,13 +124,26 @@ class ProofreadWidget(QWidget):
     def _session_for(self, labels: Labels, image: Image) -> Session:
         data = _plan.full_resolution(image)
         axes = _plan.first_axes_guess(image)
-        key = (labels.unique_id, image.unique_id, axes)
+        # the settings Segment last ran this image with: the probabilities it saw
+        params, config, channel = self.model_state.segmented_with.get(
+            image.unique_id, (None, PredictConfig(), None)
+        )
+        key = (labels.unique_id, image.unique_id, axes, id(config))
         if self.session is not None and self._key == key and self.session.labels is labels.data:
             return self.session
         if not isinstance(labels.data, np.ndarray):
             raise ProofreadError("proofreading needs labels held in memory (this layer is read lazily)")
         model = self.model_state.load()
-        session = Session(data, labels.data, model=model, axes=axes, copy=False)
+        session = Session(
+            data,
+            labels.data,
+            model=model,
+            axes=axes,
+            channel=channel,
+            params=params,
+            config=config,
+            copy=False,
+        )
         self.session, self._key = session, key
         return session
 

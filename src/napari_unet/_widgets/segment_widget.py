@@ -197,12 +197,15 @@ class SegmentWidget(QWidget):
             if lazy
             else (segment_job, image, plan.axes, not plan.is_slice)
         )
+        params = self.params.postprocess_params(model)
+        config = with_anisotropy(self.params.predict_config(), job.scale, plan.axes)
+        self.model_state.segmented_with[layer.unique_id] = (params, config, channel)
         worker = create_worker(
             *job_args,
             model=model,
             channel=channel,
-            params=self.params.postprocess_params(model),
-            config=with_anisotropy(self.params.predict_config(), job.scale, plan.axes),
+            params=params,
+            config=config,
             _start_thread=False,
             _ignore_errors=True,
         )

@@ -165,6 +165,11 @@ class Session:
             return default_params(self._model)
         return PostprocessParams()
 
+    @property
+    def config(self) -> PredictConfig:
+        """How the probabilities are computed (object diameter, tiles, device)."""
+        return self._config
+
     def has_probabilities(self, lead: Lead) -> bool:
         """Whether the probabilities of plane ``lead`` are at hand (no net run needed)."""
         return tuple(lead) in self._evidence
