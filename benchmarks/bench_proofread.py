@@ -34,9 +34,12 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from napari_unet.common.generators import drain
 from napari_unet.engine.config import PredictConfig
 from napari_unet.engine.metrics import iou_matrix, match
+from napari_unet.engine.plane_probabilities import iter_plane_probabilities
 from napari_unet.engine.predict import segment
+from napari_unet.engine.setup import prepare
 from napari_unet.models.registry import load_model
 from napari_unet.proofread import ProofreadError, Session
 
@@ -154,6 +157,26 @@ def click_user(image, truth, labels, model, max_clicks, stats) -> Trace:
     return trace
 
 
+def readd_check(image, truth, labels, model, stats, rng, per_image: int = 10) -> None:
+    """The ``add`` tool where the model does see the object: objects Segment found (IoU > 0.5)
+    removed one at a time and added back with a click at the true centre, against Segment's own."""
+    probs = drain(iter_plane_probabilities(prepare(image, model, "YX")))
+    t_ids, p_ids = np.unique(truth)[1:], np.unique(labels)[1:]
+    iou = iou_matrix(truth, labels)
+    pairs = [(t_ids[i], p_ids[j], iou[i, j]) for i, j in zip(*np.nonzero(iou > 0.5), strict=True)]
+    for k in rng.permutation(len(pairs))[:per_image]:
+        tid, pid, own = pairs[k]
+        missed = np.where(labels == pid, 0, labels)
+        again = Session(image, missed, model=model, axes="YX", probabilities=probs)
+        try:
+            again.add(centre(truth == tid))
+            a, b = again.labels == again.history[-1].ids[0], truth == tid
+            stats["readd_iou"].append(float((a & b).sum() / (a | b).sum()))
+        except ProofreadError:
+            stats["readd_iou"].append(0.0)
+        stats["segment_iou"].append(float(own))
+
+
 def brush_user(truth, labels, max_strokes) -> Trace:
     pred = labels.astype(np.int64).copy()
     trace = Trace()
@@ -214,13 +237,24 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     )
     stats: dict[str, list] = {
-        k: [] for k in ("add_iou", "split_iou", "click_ms", "probabilities_s", "refused")
+        k: []
+        for k in (
+            "add_iou",
+            "split_iou",
+            "click_ms",
+            "probabilities_s",
+            "refused",
+            "readd_iou",
+            "segment_iou",
+        )
     }
+    rng = np.random.default_rng(0)
     clicks, brushes = [], []
     for name, img, truth in val:
         labels = segment(img, model=model, axes="YX", config=PredictConfig())
         c = click_user(img, truth, labels, model, args.max_clicks, stats)
         b = brush_user(truth, labels, args.max_clicks)
+        readd_check(img, truth, labels, model, stats, rng)
         clicks.append(c)
         brushes.append(b)
         print(
@@ -238,6 +272,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{key}: n {v.size}, >= 0.8 in {np.mean(v >= 0.8):.0%}, >= 0.5 in {np.mean(v >= 0.5):.0%}; "
                 f"quartiles p10 {q[0]:.2f} p25 {q[1]:.2f} median {q[2]:.2f} p75 {q[3]:.2f}"
             )
+    v, own = np.asarray(stats["readd_iou"]), np.asarray(stats["segment_iou"])
+    if v.size:
+        print(
+            f"add where the model sees the object ({v.size} found objects removed, added back at the true "
+            f"centre): IoU median {np.median(v):.2f}, >= 0.8 in {np.mean(v >= 0.8):.0%}, >= 0.5 in "
+            f"{np.mean(v >= 0.5):.0%}; Segment's own: median {np.median(own):.2f}, "
+            f">= 0.8 in {np.mean(own >= 0.8):.0%}"
+        )
     ms = np.asarray(stats["click_ms"])
     if ms.size:
         print(
