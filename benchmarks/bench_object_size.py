@@ -28,7 +28,7 @@ from skimage.transform import rescale
 
 from napari_unet.engine.config import PredictConfig
 from napari_unet.engine.metrics import Matching, iou_matrix, match
-from napari_unet.engine.object_size import SizeEstimate
+from napari_unet.engine.object_size import SizeEstimate, equivalent_diameters
 from napari_unet.engine.predict import iter_segment, segment
 from napari_unet.models.model_file import Model
 from napari_unet.models.registry import load_model
@@ -39,9 +39,7 @@ from train_bundled import load_dsb  # noqa: E402
 
 
 def median_diameter(labels: np.ndarray) -> float:
-    areas = np.bincount(labels.ravel().astype(np.int64))[1:]
-    areas = areas[areas > 0]
-    return float(np.median(2.0 * np.sqrt(areas / np.pi)))
+    return float(np.median(equivalent_diameters(labels)))
 
 
 def zoomed(img: np.ndarray, lab: np.ndarray, zoom: float) -> tuple[np.ndarray, np.ndarray]:

@@ -36,6 +36,7 @@ from skimage.io import imread
 from napari_unet.engine.devices import autocast_dtype
 from napari_unet.engine.metrics import Matching, match
 from napari_unet.engine.normalize import normalize
+from napari_unet.engine.object_size import equivalent_diameters
 from napari_unet.engine.postprocess import PostprocessParams, instances_from_classes
 from napari_unet.models.model_file import Model
 from napari_unet.models.unet import UNet, UNetConfig
@@ -107,9 +108,8 @@ def split_tuning(
 
 def median_diameter(labels: np.ndarray) -> float | None:
     """Median equivalent diameter (px) of the objects in ``labels``; None without objects."""
-    counts = np.bincount(labels.ravel().astype(np.int64))[1:]
-    counts = counts[counts > 0]
-    return float(np.median(2.0 * np.sqrt(counts / np.pi))) if counts.size else None
+    diameters = equivalent_diameters(labels)
+    return float(np.median(diameters)) if diameters.size else None
 
 
 def to_reference(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

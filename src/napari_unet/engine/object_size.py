@@ -60,6 +60,7 @@ __all__ = [
     "MIN_PROBE_OBJECTS",
     "PROBE_PX",
     "SizeEstimate",
+    "equivalent_diameters",
     "estimate_size",
     "reference_diameter",
     "typical_diameter",
@@ -125,6 +126,12 @@ def _window(shape: tuple[int, int], zoom: float, px: int) -> tuple[slice, slice]
         start = (n - side) // 2
         out.append(slice(start, start + side))
     return out[0], out[1]
+
+
+def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
+    """Equivalent diameters (px: the disc of the same area) of the objects of ``labels``, by id."""
+    areas = np.bincount(np.asarray(labels).ravel().astype(np.int64))[1:]
+    return 2.0 * np.sqrt(areas[areas > 0] / np.pi)
 
 
 def _diameters(labels: np.ndarray, touching_edge: tuple[bool, bool, bool, bool]) -> np.ndarray:

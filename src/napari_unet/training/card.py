@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from napari_unet.engine.object_scale import trained_diameter
-from napari_unet.engine.object_size import typical_diameter
+from napari_unet.engine.object_size import equivalent_diameters, typical_diameter
 from napari_unet.models.model_file import Model
 from napari_unet.training.holdout import HeldOutScore
 from napari_unet.training.loop import TrainConfig
@@ -36,13 +36,10 @@ MIN_OBJECTS_FOR_DIAMETER = 5
 
 def object_diameters(samples: Sequence[Sample]) -> np.ndarray:
     """Equivalent diameters (px) of the annotated objects (the parts inside each mask)."""
-    areas: list[np.ndarray] = []
-    for s in samples:
-        lab = s.labels if s.mask is None else np.where(s.mask, s.labels, 0)
-        counts = np.bincount(lab.ravel().astype(np.int64))[1:]
-        areas.append(counts[counts > 0])
-    all_areas = np.concatenate(areas) if areas else np.zeros(0)
-    return 2.0 * np.sqrt(all_areas / np.pi)
+    per_sample = [
+        equivalent_diameters(s.labels if s.mask is None else np.where(s.mask, s.labels, 0)) for s in samples
+    ]
+    return np.concatenate(per_sample) if per_sample else np.zeros(0)
 
 
 def median_object_diameter(samples: Sequence[Sample]) -> float | None:
