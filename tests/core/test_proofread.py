@@ -233,3 +233,11 @@ def test_session_with_the_bundled_model_adds_a_missed_nucleus():
     out = s.add((cy, cx))
     assert iou(out == s.history[-1].ids[0], labels == victim) >= 0.8
     assert s.has_probabilities(())
+
+
+def test_a_merge_point_outside_the_image_is_refused_not_wrapped_around():
+    truth = truth_2d()
+    s = session_with(truth.copy(), truth)
+    with pytest.raises(ProofreadError, match="outside the image"):
+        s.merge([CENTRES[1], (-1, CENTRES[2][1])])  # row -1 would index the last row
+    assert np.array_equal(s.labels, truth)

@@ -258,13 +258,13 @@ class ProofreadWidget(QWidget):
             if "control" in mods or "meta" in mods:
                 self._apply(self.session.plan_delete(point))
                 return
-            oid = self._id_at(point)
+            oid = self.session.object_at(point)
             if oid == 0:
                 self._merge_first = None
                 if not self._ready(point):
                     return
                 self._apply(self.session.plan_add(point))
-            elif self._merge_first is None or self._id_at(self._merge_first) in (0, oid):
+            elif self._merge_first is None or self.session.object_at(self._merge_first) in (0, oid):
                 self._merge_first = None if self._merge_first is not None else point
                 self._layer.selected_label = oid
                 state = (
@@ -275,16 +275,7 @@ class ProofreadWidget(QWidget):
                 first, self._merge_first = self._merge_first, None
                 self._apply(self.session.plan_merge([first, point]))
         except ProofreadError as exc:
-            _notify.warning(str(exc))
-            self.status_label.setText(str(exc))
-
-    def _id_at(self, point: tuple[float, ...]) -> int:
-        assert self.session is not None
-        index = tuple(round(c) for c in point)
-        shape = self.session.labels.shape
-        if any(not 0 <= i < n for i, n in zip(index, shape, strict=True)):
-            raise ProofreadError(f"the point {index} is outside the labels {shape}")
-        return int(self.session.labels[index])
+            self._refuse(exc)
 
     def _ready(self, point: tuple[float, ...]) -> bool:
         """Whether the point's plane has probabilities; if not, start computing them and say so."""
@@ -311,8 +302,12 @@ class ProofreadWidget(QWidget):
                 return
             self._apply(self.session.plan_split(points))
         except ProofreadError as exc:
-            _notify.warning(str(exc))
-            self.status_label.setText(str(exc))
+            self._refuse(exc)
+
+    def _refuse(self, exc: ProofreadError) -> None:
+        """A tool could not act: say why, in the notification and the status line."""
+        _notify.warning(str(exc))
+        self.status_label.setText(str(exc))
 
     def _on_escape(self, layer: Labels) -> None:
         self._split_points, self._merge_first = [], None
@@ -321,9 +316,8 @@ class ProofreadWidget(QWidget):
     def _apply(self, edit: Edit) -> None:
         """One undoable napari edit (and a paint event: Fine-tune counts the plane as edited)."""
         assert self._layer is not None and self.session is not None
-        self._layer.data_setitem(edit.indices(), edit.values())
-        self.session.history.append(edit)
-        self.session.note_external_edit()
+        self._layer.data_setitem(edit.indices(), edit.values())  # its paint event: _on_paint
+        self.session.record(edit)
         self.last_edit_ms = (time.perf_counter() - self._t0) * 1000  # click to edit shown
         self.status_label.setText(edit.message)
 

@@ -54,6 +54,13 @@ class Edit:
 
     def apply(self, labels: np.ndarray) -> None:
         """Write the edit into ``labels`` (in place)."""
+        self._write(labels, self.after)
+
+    def revert(self, labels: np.ndarray) -> None:
+        """Take the edit back out of ``labels`` (in place)."""
+        self._write(labels, self.before)
+
+    def _write(self, labels: np.ndarray, values: np.ndarray) -> None:
         box = labels[self.region]
         mask = self.changed
-        box[mask] = self.after[mask]
+        box[mask] = values[mask]

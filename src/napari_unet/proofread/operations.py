@@ -42,6 +42,7 @@ __all__ = [
     "bounding_box",
     "delete_object",
     "merge_objects",
+    "plane_point",
     "split_object",
 ]
 
@@ -90,7 +91,7 @@ class PlaneEvidence:
         return self.interior.shape  # type: ignore[return-value]
 
 
-def _point(labels: np.ndarray, point: Sequence[float]) -> tuple[int, int]:
+def plane_point(labels: np.ndarray, point: Sequence[float]) -> tuple[int, int]:
     """(y, x) rounded and checked against the plane, or a one-line refusal."""
     y, x = (round(float(c)) for c in point)
     h, w = labels.shape
@@ -174,7 +175,7 @@ def add_object(
     the supported region is not bounded (larger than ``MAX_AREA_DIAMETERS`` typical diameters
     across) or too small to be an object.
     """
-    y, x = _point(labels, point)
+    y, x = plane_point(labels, point)
     if labels[y, x] != 0:
         raise ProofreadError(
             f"object {int(labels[y, x])} is already at ({y}, {x}): delete or split it instead"
@@ -249,12 +250,12 @@ def split_object(
     """
     if len(points) < 2:
         raise ProofreadError("split needs two or more points inside one object")
-    pts = [_point(labels, p) for p in points]
+    pts = [plane_point(labels, p) for p in points]
     if len(set(pts)) < len(pts):
         raise ProofreadError("two split points fall on the same pixel: place them apart")
     ids = {int(labels[p]) for p in pts}
     if 0 in ids:
-        (bg,) = [p for p in pts if labels[p] == 0][:1]
+        bg = next(p for p in pts if labels[p] == 0)
         raise ProofreadError(f"the point {bg} is on background: split points must lie inside the object")
     if len(ids) > 1:
         raise ProofreadError(
@@ -300,7 +301,7 @@ def merge_objects(volume: np.ndarray, ids: Sequence[int]) -> Edit:
     if len(uniq) < 2:
         raise ProofreadError("merge needs two or more different objects")
     present = np.isin(volume, uniq)
-    missing = [i for i in uniq if not np.any(volume == i)]
+    missing = sorted(set(uniq) - set(np.unique(volume[present]).tolist()))
     if missing:
         raise ProofreadError(f"no object {missing[0]} here to merge")
     box = bounding_box(present, pad=MERGE_CLOSE_PX)
@@ -310,12 +311,8 @@ def merge_objects(volume: np.ndarray, ids: Sequence[int]) -> Edit:
     after = before.copy()
     members = np.isin(before, uniq)
     after[members] = target
-    structure = np.zeros((3,) * before.ndim, bool)
-    plane_struct = ndi.generate_binary_structure(2, 1)
-    if before.ndim == 2:
-        structure = plane_struct
-    else:  # close in y/x only
-        structure[(1,) * (before.ndim - 2)] = plane_struct
+    structure = np.zeros((3,) * before.ndim, bool)  # close in y/x only: the middle z of a 3D one
+    structure[(1,) * (before.ndim - 2)] = ndi.generate_binary_structure(2, 1)
     closed = ndi.binary_closing(members, structure=structure, iterations=MERGE_CLOSE_PX)
     after[closed & (before == 0)] = target
     return Edit(

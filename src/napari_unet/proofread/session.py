@@ -29,6 +29,7 @@ import numpy as np
 from napari_unet.common.axes import output_axes, validate_axes
 from napari_unet.common.generators import drain
 from napari_unet.engine.config import PredictConfig, Progress
+from napari_unet.engine.object_size import equivalent_diameters
 from napari_unet.engine.plane_probabilities import iter_plane_probabilities, object_diameter_px
 from napari_unet.engine.postprocess import PostprocessParams
 from napari_unet.engine.setup import SegmentJob, default_params, prepare
@@ -39,6 +40,7 @@ from napari_unet.proofread.operations import (
     add_object,
     delete_object,
     merge_objects,
+    plane_point,
     split_object,
 )
 
@@ -132,6 +134,12 @@ class Session:
     def _plane(self, lead: Lead) -> np.ndarray:
         return self.labels[lead]
 
+    def object_at(self, point: Sequence[float]) -> int:
+        """The id under ``point`` (0: background); a point outside the labels is refused."""
+        lead, yx = self.split_point(point)
+        plane = self._plane(lead)
+        return int(plane[plane_point(plane, yx)])
+
     def _volume_index(self, lead: Lead) -> tuple[Any, ...]:
         """The index of the frame holding plane ``lead``: merge and delete act on it whole."""
         return tuple(i if a == "T" else slice(None) for a, i in zip(self.lead_axes, lead, strict=True))
@@ -204,28 +212,21 @@ class Session:
 
     def diameter(self, lead: Lead) -> float:
         """The typical object diameter (px): from the plane's own objects, else the model's scale."""
-        plane = self._plane(lead)
-        counts = np.bincount(plane.ravel().astype(np.int64))[1:]
-        counts = counts[counts > 0]
-        if counts.size >= MIN_OBJECTS_FOR_SIZE:
-            return float(np.median(2.0 * np.sqrt(counts / np.pi)))
+        diameters = equivalent_diameters(self._plane(lead))
+        if diameters.size >= MIN_OBJECTS_FOR_SIZE:
+            return float(np.median(diameters))
         return object_diameter_px(self._prepared())
 
     # -- the tools: plan (no change) ---------------------------------------------------------
-    def _lift(self, lead: Lead, edit: Edit) -> Edit:
-        """A plane's edit as an edit of the whole labels array."""
-        if not lead:
-            return edit
-        region = tuple(slice(i, i + 1) for i in lead) + edit.region
-        shape = (1,) * len(lead) + edit.before.shape
-        return Edit(region, edit.before.reshape(shape), edit.after.reshape(shape), edit.ids, edit.message)
+    @staticmethod
+    def _embed(index: tuple[Any, ...], edit: Edit) -> Edit:
+        """An edit of ``labels[index]`` as an edit of the whole labels array.
 
-    def _lift_volume(self, lead: Lead, edit: Edit) -> Edit:
-        """A frame volume's edit as an edit of the whole labels array (the T axis put back)."""
+        ``index`` holds ints (axes the edit does not span: a plane's z, a frame's t) and
+        ``slice(None)`` (axes it spans, whose slices the edit's region gives, in order).
+        """
         inner = iter(edit.region)
-        region = tuple(
-            slice(i, i + 1) if isinstance(i, int) else next(inner) for i in self._volume_index(lead)
-        ) + tuple(inner)
+        region = tuple(slice(i, i + 1) if isinstance(i, int) else next(inner) for i in index) + tuple(inner)
         shape = tuple(s.stop - s.start for s in region)
         return Edit(region, edit.before.reshape(shape), edit.after.reshape(shape), edit.ids, edit.message)
 
@@ -247,7 +248,7 @@ class Session:
         edit = add_object(
             self._plane(lead), self.evidence(lead), yx, self._next_id(), self.diameter(lead), self.params
         )
-        return self._lift(lead, edit)
+        return self._embed(lead, edit)
 
     def plan_split(self, points: Sequence[Sequence[float]]) -> Edit:
         """The edit that :meth:`split` would make (all points on one plane)."""
@@ -265,7 +266,7 @@ class Session:
             self._next_id(len(points) - 1),
             self.diameter(lead),
         )
-        return self._lift(lead, edit)
+        return self._embed(lead, edit)
 
     def plan_merge(self, items: Sequence[Any], index: Sequence[int] | None = None) -> Edit:
         """The edit that :meth:`merge` would make: ``items`` are points or object ids."""
@@ -281,32 +282,31 @@ class Session:
             if len(frames) > 1:
                 raise ProofreadError("merge points must lie in one time point")
             lead = placed[0][0] if placed else (0,) * len(self.lead_axes)
-            ids = [int(self._plane(ld)[round(yx[0]), round(yx[1])]) for ld, yx in placed]
+            ids = [self.object_at(p) for p in items]
         volume = self.labels[self._volume_index(lead)]
-        return self._lift_volume(lead, merge_objects(volume, ids))
+        return self._embed(self._volume_index(lead), merge_objects(volume, ids))
 
     def plan_delete(self, point: Sequence[float]) -> Edit:
         """The edit that :meth:`delete` would make."""
-        lead, (y, x) = self.split_point(point)
-        plane = self._plane(lead)
-        yi, xi = round(y), round(x)
-        if not (0 <= yi < plane.shape[0] and 0 <= xi < plane.shape[1]):
-            raise ProofreadError(
-                f"the point ({yi}, {xi}) is outside the image ({plane.shape[0]} x {plane.shape[1]} px)"
-            )
-        oid = int(plane[yi, xi])
+        lead, yx = self.split_point(point)
+        y, x = plane_point(self._plane(lead), yx)
+        oid = int(self._plane(lead)[y, x])
         if oid == 0:
-            raise ProofreadError(f"there is no object at ({yi}, {xi}) to delete")
+            raise ProofreadError(f"there is no object at ({y}, {x}) to delete")
         volume = self.labels[self._volume_index(lead)]
-        return self._lift_volume(lead, delete_object(volume, oid))
+        return self._embed(self._volume_index(lead), delete_object(volume, oid))
 
     # -- the tools: apply --------------------------------------------------------------------
     def apply(self, edit: Edit) -> np.ndarray:
         """Write ``edit`` into the labels, remember it for :meth:`undo`; return the labels."""
         edit.apply(self.labels)
+        self.record(edit)
+        return self.labels
+
+    def record(self, edit: Edit) -> None:
+        """Remember an edit already written into the labels (napari's ``data_setitem`` wrote it)."""
         self.history.append(edit)
         self._max_id = max(self._max_id, *edit.ids, 0)
-        return self.labels
 
     def add(self, point: Sequence[float]) -> np.ndarray:
         """Add the object the probabilities support at ``point``; return the labels."""
@@ -328,9 +328,7 @@ class Session:
         """Take back the last edit whole; return the labels."""
         if not self.history:
             raise ProofreadError("nothing to undo")
-        edit = self.history.pop()
-        box = self.labels[edit.region]
-        box[edit.changed] = edit.before[edit.changed]
+        self.history.pop().revert(self.labels)
         return self.labels
 
     def note_external_edit(self) -> None:
