@@ -16,9 +16,8 @@ import numpy as np
 
 from napari_unet.engine.config import Progress
 from napari_unet.engine.inference import predict_planes
-from napari_unet.engine.normalize import channel_bounds, check_finite
 from napari_unet.engine.object_scale import trained_diameter, unzoom
-from napari_unet.engine.setup import SegmentJob, as_numbers
+from napari_unet.engine.setup import SegmentJob
 
 __all__ = ["iter_plane_probabilities", "object_diameter_px"]
 
@@ -31,15 +30,11 @@ def iter_plane_probabilities(
     Yields once per tile batch. A constant frame (nothing to normalise) gives pure background
     without running the net, as Segment does.
     """
-    model, can, chans = job.model, job.canonical, job.channels
+    model = job.model
     n_t, n_z, _, h, w = job.shape
     if not (0 <= t < n_t and 0 <= z < n_z):
         raise IndexError(f"plane (t={t}, z={z}) is outside the image ({n_t} time points, {n_z} slices)")
-    frame = as_numbers(np.asarray(can[t, :, chans]))  # (Z, Cin, H, W): the stack sets the bounds
-    if not isinstance(job.image, np.ndarray):
-        check_finite(frame)
-    low, high = model.normalization
-    bounds = [channel_bounds(frame[:, c], low, high) for c in range(model.config.in_channels)]
+    frame, bounds = job.frame(t)  # (Z, Cin, H, W): the stack sets the bounds
     k = model.config.out_channels
     if all(b is None for b in bounds):
         probs = np.zeros((k, h, w), np.float32)

@@ -24,7 +24,6 @@ from napari_unet.common.axes import labels_from_canonical
 from napari_unet.common.generators import drain
 from napari_unet.engine.config import PredictConfig, Progress
 from napari_unet.engine.inference import fuse_batchnorm, iter_probabilities, predict_planes
-from napari_unet.engine.normalize import channel_bounds, check_finite
 from napari_unet.engine.object_scale import (
     ASSUMED_ANISOTROPY,
     SEED_EROSION,
@@ -37,7 +36,6 @@ from napari_unet.engine.postprocess import PostprocessParams, instances
 from napari_unet.engine.setup import (
     SegmentJob,
     as_model,
-    as_numbers,
     default_params,
     image_axes,
     prepare,
@@ -135,20 +133,15 @@ def iter_segment(
     if job.size is not None:
         _log.info(job.size.describe())
         yield Progress(1, 1, "size", job.size)
-    model, arr, can, chans = job.model, job.image, job.canonical, job.channels
+    model = job.model
     n_t, n_z, _, h, w = job.shape
-    cin = model.config.in_channels
-    low, high = model.normalization
     net_hw = job.net_shape((h, w))
     grid = job.grid((h, w))
     total = n_t * n_z * len(grid)
     labels = np.zeros((n_t, n_z, h, w), np.uint16)
     done = 0
     for t in range(n_t):
-        frame = as_numbers(np.asarray(can[t, :, chans]))  # (Z, Cin, H, W); loads one frame of dask
-        if not isinstance(arr, np.ndarray):
-            check_finite(frame)
-        bounds = [channel_bounds(frame[:, c], low, high) for c in range(cin)]
+        frame, bounds = job.frame(t)  # (Z, Cin, H, W); loads one frame of dask
         if all(b is None for b in bounds):
             done += n_z * len(grid)
             yield Progress(done, total, "predict")

@@ -22,6 +22,7 @@ from napari_unet.engine.inference import Runner, make_runner, tile_grid, tiles_p
 from napari_unet.engine.normalize import (
     BadImageError,
     Bounds,
+    channel_bounds,
     check_finite,
     normalised_plane,
     select_channels,
@@ -150,6 +151,20 @@ class SegmentJob:
     def batch_size(self, grid: TileGrid) -> int:
         """Tiles per forward pass for ``grid``."""
         return tiles_per_batch(self.config, grid)
+
+    def frame(self, t: int) -> tuple[np.ndarray, list[Bounds]]:
+        """Time point ``t`` as numbers (Z, Cin, H, W), read once, and its normalisation bounds.
+
+        The bounds are per channel over the whole z-stack, so every slice of a stack is
+        normalised alike; a channel with nothing to normalise (constant) has None. A lazily read
+        frame is checked for NaN/inf here (an in-memory image was checked whole by
+        :func:`prepare`).
+        """
+        frame = as_numbers(np.asarray(self.canonical[t, :, self.channels]))  # loads one frame of dask
+        if not isinstance(self.image, np.ndarray):
+            check_finite(frame)
+        low, high = self.model.normalization
+        return frame, [channel_bounds(frame[:, c], low, high) for c in range(self.model.config.in_channels)]
 
     def planes(
         self, frame: np.ndarray, bounds: list[Bounds], shape: tuple[int, int]
