@@ -23,8 +23,14 @@ import torch
 import yaml
 
 from napari_unet.exchange.bioimageio_rdf import CONFIG_KEY, PACKAGE_VERSION, PackageError
-from napari_unet.models.model_file import FORMAT_NAME, FORMAT_VERSION, Model
-from napari_unet.models.registry import BUNDLED_NAME, ModelInfo, list_models, save_version
+from napari_unet.models.model_file import (
+    BIOIMAGEIO_DESCRIPTIONS,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    Model,
+    is_bioimageio_package,
+)
+from napari_unet.models.registry import ModelInfo, free_name, save_version
 
 __all__ = [
     "DESCRIPTION_NAMES",
@@ -36,7 +42,7 @@ __all__ = [
     "read_package",
 ]
 
-DESCRIPTION_NAMES = ("rdf.yaml", "bioimageio.yaml")
+DESCRIPTION_NAMES = BIOIMAGEIO_DESCRIPTIONS
 MAX_DESCRIPTION_BYTES = 8 * 2**20  # a description with a whole model card is ~20 kB
 MAX_WEIGHTS_BYTES = 2 * 2**30  # the paper's U-Net (31 M parameters) is 124 MB in float32
 MAX_MEMBERS = 10_000
@@ -49,14 +55,7 @@ def is_package(path: str | os.PathLike) -> bool:
     A ``.zip`` name, or a zip holding a description at its top. A ``.pt`` file is a zip too
     (torch's format), with its files in a folder, so the suffix alone cannot tell.
     """
-    path = Path(path)
-    if path.suffix.lower() == ".zip":
-        return True
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return any(name in DESCRIPTION_NAMES for name in zf.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+    return Path(path).suffix.lower() == ".zip" or is_bioimageio_package(path)
 
 
 def _read_member(zf: zipfile.ZipFile, name: str, limit: int, what: str) -> bytes:
@@ -195,19 +194,6 @@ def read_package(path: str | os.PathLike) -> Model:
     return Model.from_dict(blob, source=str(path))
 
 
-def _free_name(stem: str) -> str:
-    """``stem`` made a valid saved-model name that no model has yet (``-2``, ``-3`` ... appended)."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")[:90] or "imported"
-    base = re.sub(r"\.pt$", "", base) or "imported"
-    if base == BUNDLED_NAME:
-        base = f"{base}-imported"
-    taken = {info.name for info in list_models()}
-    name, i = base, 2
-    while name in taken:
-        name, i = f"{base}-{i}", i + 1
-    return name
-
-
 def import_package(path: str | os.PathLike, name: str | None = None) -> ModelInfo:
     """Add the model of a package napari-unet exported to the user's saved models.
 
@@ -249,4 +235,4 @@ def import_package(path: str | os.PathLike, name: str | None = None) -> ModelInf
     ('tiny', False)
     """
     model = read_package(path)
-    return save_version(model, name if name is not None else _free_name(model.name))
+    return save_version(model, name if name is not None else free_name(model.name))

@@ -31,16 +31,17 @@ FORMAT_VERSION = 1
 MAX_FILE_BYTES = 4 * MAX_PARAMETERS + 64 * 2**20
 
 
-def is_bioimageio_package(path: Path) -> bool:
-    """Whether ``path`` is a zip with a bioimage.io description at its root.
+BIOIMAGEIO_DESCRIPTIONS = ("rdf.yaml", "bioimageio.yaml")  # a bioimage.io package's description
 
-    torch's own files are zips too, but hold no ``rdf.yaml``.
+
+def is_bioimageio_package(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a zip with a bioimage.io description at its top.
+
+    torch's own files are zips too, but hold their files in a folder and no ``rdf.yaml``.
     """
     try:
-        if not zipfile.is_zipfile(path):
-            return False
         with zipfile.ZipFile(path) as zf:
-            return any(n in ("rdf.yaml", "bioimageio.yaml") for n in zf.namelist())
+            return any(n in BIOIMAGEIO_DESCRIPTIONS for n in zf.namelist())
     except (OSError, zipfile.BadZipFile):
         return False
 

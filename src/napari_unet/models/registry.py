@@ -204,6 +204,19 @@ def _unique_name(base: str, folder: Path) -> str:
     return name
 
 
+def free_name(stem: str) -> str:
+    """``stem`` made a saved-model name that no model has yet, for a model coming from a file.
+
+    Characters a name cannot hold become ``-``, a ``.pt`` suffix goes, the bundled model's name
+    becomes ``nuclei-imported``, and ``-2``, ``-3`` ... are appended while the name is taken.
+    """
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")[:90]
+    base = re.sub(rf"{re.escape(MODEL_SUFFIX)}$", "", base) or "imported"
+    if base == BUNDLED_NAME:
+        base = f"{base}-imported"
+    return _unique_name(base, user_model_dir())
+
+
 def _saved(name: str) -> ModelInfo:
     for info in list_models():
         if info.name == name and not info.bundled:
@@ -396,8 +409,7 @@ def import_model(path: str | os.PathLike, name: str | None = None) -> ModelInfo:
     Model.load(src)  # raises ModelFileError with a one-line reason
     folder = user_model_dir()
     if name is None:
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", src.stem).strip("-.") or "imported"
-        name = _unique_name(stem if stem != BUNDLED_NAME else f"{stem}-imported", folder)
+        name = free_name(src.stem)
     else:
         _check_name(name)
         if (folder / f"{name}{MODEL_SUFFIX}").exists():
