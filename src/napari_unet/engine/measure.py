@@ -25,9 +25,11 @@ __all__ = [
     "Table",
     "add_physical_units",
     "check_axes",
+    "join_frames",
     "measure",
     "measure_labels",
     "pixel_sizes",
+    "split_frames",
     "table_to_csv",
 ]
 
@@ -87,6 +89,27 @@ def add_physical_units(
     return table
 
 
+def split_frames(labels: Any, image: Any, axes: str) -> list[tuple[int | None, Any, Any]]:
+    """``(frame, labels, image)`` of each time point (frame None without a T axis).
+
+    Plain indexing, so a zarr or dask array stays lazy: each frame is read when measured.
+    """
+    if "T" not in axes:
+        return [(None, labels, image)]
+    t = axes.index("T")
+
+    def at(arr: Any, i: int) -> Any:
+        return None if arr is None else arr[(slice(None),) * t + (i,)]
+
+    return [(i, at(labels, i), at(image, i)) for i in range(int(labels.shape[t]))]
+
+
+def join_frames(parts: Sequence[tuple[int | None, Table]]) -> Table:
+    """The frames' tables as one, a ``frame`` column first for numbered frames."""
+    tables = [t if i is None else {"frame": np.full(t["label"].shape, i, np.int64), **t} for i, t in parts]
+    return {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
+
+
 def _frame_table(labels: np.ndarray, image: np.ndarray | None, spatial: str) -> Table:
     """One frame's rows: the statistics of :mod:`.object_stats`, with solidity in 2D."""
     return stats_table(object_stats(labels, image, convex=len(spatial) == 2), spatial)
@@ -122,20 +145,8 @@ def measure_labels(
     pixel_sizes(axes, scale)  # a bad scale is refused before any work
     spatial = axes.replace("T", "")
     lab = labels.astype(np.int64, copy=False) if labels.dtype == bool else labels
-    frames = [(None, lab, image)]
-    if "T" in axes:
-        t = axes.index("T")
-        lab_t = np.moveaxis(lab, t, 0)
-        img_t = np.moveaxis(image, t, 0) if image is not None else None
-        frames = [(i, lab_t[i], None if img_t is None else img_t[i]) for i in range(lab_t.shape[0])]
-    parts: list[Table] = []
-    for i, frame, img in frames:
-        part = _frame_table(frame, img, spatial)
-        if i is not None:
-            part = {"frame": np.full(part["label"].shape, i, np.int64), **part}
-        parts.append(part)
-    table = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return add_physical_units(table, axes, scale, unit)
+    parts = [(i, _frame_table(frame, img, spatial)) for i, frame, img in split_frames(lab, image, axes)]
+    return add_physical_units(join_frames(parts), axes, scale, unit)
 
 
 def measure(

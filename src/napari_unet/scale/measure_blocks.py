@@ -21,7 +21,14 @@ import numpy as np
 from napari_unet.common.axes import output_axes
 from napari_unet.common.generators import drain
 from napari_unet.engine.config import Progress
-from napari_unet.engine.measure import Table, add_physical_units, check_axes, pixel_sizes
+from napari_unet.engine.measure import (
+    Table,
+    add_physical_units,
+    check_axes,
+    join_frames,
+    pixel_sizes,
+    split_frames,
+)
 from napari_unet.engine.object_stats import combine_stats, object_stats, stats_table
 from napari_unet.io.omezarr import read_ome_zarr
 
@@ -99,15 +106,7 @@ def iter_measure_blocks(
         raise ValueError(f"block must be a whole number of px >= 1, got {block}")
     pixel_sizes(axes, scale)  # a bad scale is refused before any work
     spatial = axes.replace("T", "")
-    if "T" not in axes:
-        frames = [(None, labels, image)]
-    else:
-        t = axes.index("T")
-
-        def at(arr: Any, i: int) -> Any:
-            return None if arr is None else arr[(slice(None),) * t + (i,)]
-
-        frames = [(i, at(labels, i), at(image, i)) for i in range(int(labels.shape[t]))]
+    frames = split_frames(labels, image, axes)
     plane = [int(n) for n, a in zip(labels.shape, axes, strict=True) if a != "T"]
     total = _block_count(plane, _steps(spatial, block)) * len(frames)
     done = 0
@@ -122,11 +121,8 @@ def iter_measure_blocks(
                 break
             done += 1
             yield Progress(done, total, "measure")
-        if i is not None:
-            part = {"frame": np.full(part["label"].shape, i, np.int64), **part}
-        parts.append(part)
-    table = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return add_physical_units(table, axes, scale, unit)
+        parts.append((i, part))
+    return add_physical_units(join_frames(parts), axes, scale, unit)
 
 
 def measure_blocks(
