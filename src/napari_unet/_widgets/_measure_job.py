@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.common.axes import output_axes
 from napari_unet.engine.config import Progress
 from napari_unet.engine.measure import Table, check_axes, measure_labels
 from napari_unet.scale.measure_blocks import iter_measure_blocks
@@ -80,7 +81,7 @@ class Bars:
 def labels_axes(image_axes: str | None, labels_shape: tuple[int, ...], axis_labels: Sequence[str]) -> str:
     """The labels' axes: the image's without its channel, else named by the layer, else guessed."""
     if image_axes is not None:
-        return image_axes.upper().replace("S", "C").replace("C", "")
+        return output_axes(image_axes)
     named = _plan.axes_from_labels(axis_labels, len(labels_shape))
     return named if named is not None else check_axes(None, labels_shape)
 
@@ -101,14 +102,6 @@ def physical(
         return None, None
     unit = names.pop() if len(names) == 1 else None
     return {axes[i]: float(scale[i]) for i in spatial}, unit
-
-
-def one_channel(image: Any, image_axes: str, channel: int) -> Any:
-    """The channel the labels were made from, lazily for a dask or zarr image."""
-    axes = image_axes.upper().replace("S", "C")
-    if "C" not in axes:
-        return image
-    return image[(slice(None),) * axes.index("C") + (channel,)]
 
 
 def plan_measure(

@@ -20,7 +20,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_unet.common.axes import AxesError
-from napari_unet.engine.measure import table_to_csv
+from napari_unet.engine.measure import one_channel, table_to_csv
 
 from . import _dialogs, _notify, _plan
 from . import _measure_job as mj
@@ -85,7 +85,7 @@ class MeasurePanel(QWidget):
         if image_layer is not None:
             raw = _plan.full_resolution(image_layer)
             image_axes = self._picker.validated(tuple(np.shape(raw)))
-            image = mj.one_channel(raw, image_axes, self._picker.channel())
+            image = one_channel(raw, image_axes, self._picker.channel())
         axes = mj.labels_axes(image_axes, tuple(np.shape(data)), labels.axis_labels)
         units = [f"{u:~}" for u in getattr(labels, "units", ())]
         scale, unit = mj.physical(axes, tuple(labels.scale), units)

@@ -28,6 +28,7 @@ __all__ = [
     "join_frames",
     "measure",
     "measure_labels",
+    "one_channel",
     "pixel_sizes",
     "split_frames",
     "table_to_csv",
@@ -102,6 +103,14 @@ def split_frames(labels: Any, image: Any, axes: str) -> list[tuple[int | None, A
         return None if arr is None else arr[(slice(None),) * t + (i,)]
 
     return [(i, at(labels, i), at(image, i)) for i in range(int(labels.shape[t]))]
+
+
+def one_channel(image: Any, image_axes: str, channel: int | None) -> Any:
+    """The channel the labels were made from (None: the first), lazily for a dask or zarr image."""
+    axes = image_axes.upper().replace("S", "C")
+    if "C" not in axes:
+        return image
+    return image[(slice(None),) * axes.index("C") + (channel or 0,)]
 
 
 def join_frames(parts: Sequence[tuple[int | None, Table]]) -> Table:

@@ -26,6 +26,7 @@ from napari_unet.engine.measure import (
     add_physical_units,
     check_axes,
     join_frames,
+    one_channel,
     pixel_sizes,
     split_frames,
 )
@@ -166,10 +167,7 @@ def measure_store(
     if image is not None:
         if image_axes is None:
             raise ValueError("image_axes are needed to pair an image with the labels store")
-        image_axes = image_axes.upper().replace("S", "C")
-        if "C" in image_axes:
-            c = image_axes.index("C")
-            image = image[(slice(None),) * c + (channel or 0,)]
+        image = one_channel(image, image_axes, channel)
         kept = output_axes(image_axes)
         if sorted(kept) != sorted(axes):
             raise ValueError(f"image axes {image_axes} do not match the labels' {axes}")
