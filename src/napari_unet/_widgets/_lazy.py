@@ -31,7 +31,7 @@ import zarr
 
 from napari_unet.common.leftovers import QUIET, newest_change, pid_alive, remove, this_host
 from napari_unet.engine.metrics import count_objects
-from napari_unet.scale.chunked import iter_segment_to_zarr
+from napari_unet.scale.chunked import PROBS_NAME, iter_segment_to_zarr
 
 CACHE_ENV = "NAPARI_UNET_CACHE_DIR"
 # what labels_store_path names, and the hidden things around such a store
@@ -39,7 +39,6 @@ _STORE = r"(?P<store>[A-Za-z0-9_.-]+-\d{8}-\d{6}-[0-9a-f]{6}\.ome\.zarr)"
 _STORE_NAME = re.compile(rf"^{_STORE}$")
 _STORE_TEMP = re.compile(rf"^\.{_STORE}\.[0-9a-f]{{8}}\.(?:tmp|old)$")  # the OME-Zarr writer's
 _OWNER = re.compile(rf"^\.{_STORE}\.owner$")
-_PROBS = re.compile(r"^\.napari-unet-probs-(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+$")  # scale.chunked's scratch
 UNOWNED_AGE = 24 * 3600.0  # s: a store without owner record (older versions) is left this long
 _cleaning: threading.Thread | None = None
 
@@ -122,7 +121,7 @@ def clean_cache(started: float | None = None) -> list[Path]:
                 gone = newest_change(entry.path, after=now - age) <= now - age
             if gone:
                 doomed.append(Path(entry.path))
-        elif probs := _PROBS.match(name):
+        elif probs := PROBS_NAME.match(name):
             pid = int(probs["pid"]) if probs["pid"] else None
             if pid is not None and (pid == os.getpid() or pid_alive(pid)):
                 continue

@@ -29,6 +29,7 @@ from napari_unet.io.labels import write_labels
 from napari_unet.io.omezarr import read_ome_zarr, write_ome_zarr
 from napari_unet.io.tiff import tifffile_log
 from napari_unet.scale.batch_types import BatchInputError, FileResult
+from napari_unet.scale.chunked import PROBS_NAME
 
 __all__ = [
     "LABELS_TAG",
@@ -78,12 +79,11 @@ def output_path(outdir: str | os.PathLike, input_path: str | os.PathLike, fmt: s
 # .<name>.<8 hex>.tmp (atomic_write, the OME-Zarr writer), .<name>.<8 hex>.old (a replaced store)
 # and .<name>.<pid>.tmp.zarr (the store a lazy input is segmented into before its TIFF is written)
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?:[0-9a-f]{8}\.(?:tmp|old)|(?P<pid>\d+)\.tmp\.zarr)$")
-_PROBS_NAME = re.compile(r"^\.napari-unet-probs-(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+$")  # chunked.PROBS_PREFIX
 
 
 def _leftover_owner(name: str) -> tuple[bool, int | None]:
     """Whether ``name`` is a temporary of a batch output, and the process id it names (if any)."""
-    probs = _PROBS_NAME.match(name)
+    probs = PROBS_NAME.match(name)
     if probs:
         return True, int(probs["pid"]) if probs["pid"] else None
     match = _TEMP_NAME.match(name)
@@ -92,9 +92,8 @@ def _leftover_owner(name: str) -> tuple[bool, int | None]:
     target, pid = match["target"], int(match["pid"]) if match["pid"] else None
     if target.endswith((*OUTPUT_SUFFIX.values(), "_objects.csv")):
         return True, pid
-    ours, inner = _leftover_owner(
-        target
-    )  # the temporary of a temporary store: ..a_labels.tif.12.tmp.zarr.*.tmp
+    # the temporary of a temporary store: ..a_labels.tif.12.tmp.zarr.*.tmp
+    ours, inner = _leftover_owner(target)
     return ours and target.startswith("."), inner if inner is not None else pid
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -90,6 +91,8 @@ PREDICT_BLOCK = 2048  # Y/X core of a prediction block (one plane, with its tile
 PROBS_IN_MEMORY = 64 * 2**20  # bytes of float16 probabilities per frame kept in memory, not on disk
 SCRATCH_ENV = "NAPARI_UNET_SCRATCH"
 PROBS_PREFIX = ".napari-unet-probs-"  # + "<pid>-": a temporary probability store (scale.batch_outputs)
+# the name of such a store (its <pid>- is absent in stores of older versions): what clean-ups look for
+PROBS_NAME = re.compile(rf"^{re.escape(PROBS_PREFIX)}(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+$")
 HEARTBEAT = 10.0  # s between touches of the stores a run writes (see the module docstring)
 
 
