@@ -13,7 +13,6 @@ Synthetic: the 2D, 3D (3D matching: one id per nucleus through z) and time-lapse
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import sys
 import time
@@ -34,7 +33,7 @@ from napari_unet.samples import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from train_bundled import VAL_GROUPS, load_dsb  # noqa: E402
+from train_bundled import VAL_GROUPS, load_dsb, postprocess_grid  # noqa: E402
 
 
 def drain(gen):
@@ -43,6 +42,12 @@ def drain(gen):
             next(gen)
         except StopIteration as stop:
             return stop.value
+
+
+def scores(m: Matching) -> str:
+    """F1 and AP at IoU 0.5 with precision and recall, as the card reports them."""
+    ap = m.tp / (m.tp + m.fp + m.fn) if m.tp + m.fp + m.fn else 1.0
+    return f"F1@0.5 {m.f1:.4f} AP@0.5 {ap:.4f} (precision {m.precision:.3f}, recall {m.recall:.3f})"
 
 
 def eval_synthetic(model) -> None:
@@ -75,17 +80,15 @@ def leave_one_experiment_out(probs, val) -> None:
     experiment), which is the honest figure for "defaults chosen on a split not reported".
     """
     groups = sorted({f"{lab.shape[0]}x{lab.shape[1]}" for _, _, lab in val})
-    grid = list(itertools.product([0.4, 0.5, 0.6], [0.5, 0.6, 0.7, 0.8], [15, 30, 60]))
-    cache: dict[tuple, list[Matching]] = {}
-    for thr, seed, min_size in grid:
-        pp = PostprocessParams(threshold=thr, seed_threshold=seed, min_size=min_size)
-        cache[(thr, seed, min_size)] = [
-            match(lab, instances_from_classes(p, pp)) for p, (_, _, lab) in zip(probs, val, strict=True)
-        ]
+    grid = postprocess_grid()
+    cache = {
+        pp: [match(lab, instances_from_classes(p, pp)) for p, (_, _, lab) in zip(probs, val, strict=True)]
+        for pp in grid
+    }
     keys = [f"{lab.shape[0]}x{lab.shape[1]}" for _, _, lab in val]
     total = Matching(0, 0, 0)
 
-    def pooled(point: tuple, group: str, inside: bool) -> Matching:
+    def pooled(point: PostprocessParams, group: str, inside: bool) -> Matching:
         m = Matching(0, 0, 0)
         for k, mm in zip(keys, cache[point], strict=True):
             if (k == group) == inside:
@@ -96,11 +99,9 @@ def leave_one_experiment_out(probs, val) -> None:
         chosen = max(grid, key=lambda pt, g=g: pooled(pt, g, inside=False).f1)
         m = pooled(chosen, g, inside=True)
         total = total + m
-        print(f"  {g}: parameters chosen on the other experiments {chosen}: F1@0.5 {m.f1:.4f}")
-    print(
-        f"  leave-one-experiment-out F1@0.5 {total.f1:.4f} "
-        f"(precision {total.precision:.3f}, recall {total.recall:.3f})"
-    )
+        print(f"  {g}: parameters chosen on the other experiments {chosen}: {scores(m)}")
+    print(f"  leave-one-experiment-out: {scores(total)}")
+    return cache
 
 
 def eval_dsb(model, data: Path, grid: bool, cross: bool = False) -> None:
@@ -124,20 +125,17 @@ def eval_dsb(model, data: Path, grid: bool, cross: bool = False) -> None:
         f"  card parameters {params}: F1@0.5 {total.f1:.4f} (precision {total.precision:.3f}, "
         f"recall {total.recall:.3f}) in {dt:.1f} s; by group: {by_group}"
     )
-    if cross:
-        leave_one_experiment_out(probs, val)
+    cache = leave_one_experiment_out(probs, val) if cross else None
     if not grid:
         return
-    rows = []
-    for thr, seed, min_size in itertools.product([0.4, 0.5, 0.6], [0.5, 0.6, 0.7, 0.8], [15, 30, 60]):
-        pp = PostprocessParams(threshold=thr, seed_threshold=seed, min_size=min_size)
-        m = Matching(0, 0, 0)
-        for p, (_, _, lab) in zip(probs, val, strict=True):
-            m = m + match(lab, instances_from_classes(p, pp))
-        rows.append((m.f1, thr, seed, min_size))
-    rows.sort(reverse=True)
-    for f1, thr, seed, min_size in rows[:5]:
-        print(f"  grid: threshold {thr} seed_threshold {seed} min_size {min_size}: F1@0.5 {f1:.4f}")
+    if cache is None:
+        cache = {
+            pp: [match(lab, instances_from_classes(p, pp)) for p, (_, _, lab) in zip(probs, val, strict=True)]
+            for pp in postprocess_grid()
+        }
+    rows = sorted(cache.items(), key=lambda kv: -sum(kv[1], Matching(0, 0, 0)).f1)
+    for pp, ms in rows[:5]:
+        print(f"  grid: {pp}: {scores(sum(ms, Matching(0, 0, 0)))}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,3 +77,25 @@ def test_good_parent_thresholds_are_kept(monkeypatch) -> None:
 
 def test_nothing_held_back_nothing_calibrated() -> None:
     assert calibrate.calibrate_postprocess(_model(0.5), [], TrainConfig(), torch.device("cpu")) is None
+
+
+def _dumbbells(n_objects: int) -> list[HeldOut]:
+    """Single cells shaped like two discs joined by a wide neck: waist cutting splits them."""
+    yy, xx = np.mgrid[:64, :64]
+    one = ((yy - 32) ** 2 + (xx - 20) ** 2 < 121) | ((yy - 32) ** 2 + (xx - 44) ** 2 < 121)
+    one |= (abs(yy - 32) < 5) & (xx > 20) & (xx < 44)
+    lab = np.zeros((64, 64 * n_objects), np.int32)
+    for i in range(n_objects):
+        lab[:, 64 * i : 64 * (i + 1)][one] = i + 1
+    return [HeldOut(np.zeros((1, *lab.shape), np.float32), lab, np.ones(lab.shape, bool))]
+
+
+def test_a_parents_waist_cutting_is_turned_off_for_cells_with_waists(monkeypatch) -> None:
+    held = _dumbbells(calibrate.MIN_OBJECTS)
+    _held_labels[:] = [held[0].labels]
+    monkeypatch.setattr(calibrate, "iter_probabilities", _fake_probs(0.9))
+    parent = _model(0.5)
+    parent.card["postprocess"]["split_depth"] = 0.5
+    cal = calibrate.calibrate_postprocess(parent, held, TrainConfig(amp=False), torch.device("cpu"))
+    assert cal.f1_parent < 0.7, "each cell cut in two by the parent's settings"
+    assert cal.adopted and cal.params.split_depth == 0.0 and cal.f1_chosen == 1.0

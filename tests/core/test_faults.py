@@ -238,6 +238,8 @@ def test_weights_that_are_not_finite_are_refused(bad, tmp_path) -> None:
         {"postprocess": {"threshold": 2}},
         {"postprocess": {"threshold": math.nan}},
         {"postprocess": {"min_size": -3}},
+        {"postprocess": {"split_depth": -1}},
+        {"postprocess": {"split_depth": math.inf}},
         {"object_diameter": 0},
     ],
 )

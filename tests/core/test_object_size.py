@@ -114,10 +114,14 @@ def test_segment_estimates_by_default_and_reports_it_first(bundled) -> None:
     est = steps[0].detail
     assert est.applied is not None and "rescaled" in est.describe()
     assert [p.stage for p in steps[1:]].count("size") == 0
-    own = segment(s.image, model=bundled, axes="YX", estimate_size=False)
     from napari_unet.engine.metrics import match  # local: only this test scores
 
-    assert match(s.labels, labels).f1 > match(s.labels, own).f1 + 0.1
+    assert match(s.labels, labels).f1 >= 0.95
+    # the estimate's own gain, without the waist cut (which also rescues these nuclei unscaled)
+    plain = PostprocessParams(threshold=0.6, seed_threshold=0.6, min_size=30)
+    own = segment(s.image, model=bundled, axes="YX", estimate_size=False, params=plain)
+    scaled = segment(s.image, model=bundled, axes="YX", params=plain)
+    assert match(s.labels, scaled).f1 > match(s.labels, own).f1 + 0.1
 
 
 @pytest.mark.parametrize(

@@ -292,6 +292,7 @@ def test_segment_lists_its_keywords_and_keeps_config_fields_not_given(tiny, monk
         "anisotropy",
         "seed_threshold",
         "min_seed_size",
+        "split_depth",
     )
     for name in (*names, "config", "params"):
         assert sig.parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
@@ -301,9 +302,11 @@ def test_segment_lists_its_keywords_and_keeps_config_fields_not_given(tiny, monk
     monkeypatch.setattr(predict, "iter_segment", lambda *a: seen.append(a) or real(*a))
     image = np.zeros((16, 16), np.uint8)  # constant: nothing for the net to do
     segment(image, tiny, axes="YX", config=PredictConfig(tile=32, amp=False), overlap=8, seed_threshold=0.7)
+    segment(image, tiny, axes="YX", config=PredictConfig(tile=32, amp=False), split_depth=1.5)
     params, config = seen[0][4], seen[0][5]
     assert (config.tile, config.overlap, config.amp, config.device) == (32, 8, False, "auto")
-    assert params.seed_threshold == 0.7
+    assert params.seed_threshold == 0.7 and params.split_depth == 0.0
+    assert seen[1][4].split_depth == 1.5
 
 
 def test_dask_input_loads_frame_by_frame(blob_model):

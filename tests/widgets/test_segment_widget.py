@@ -421,3 +421,20 @@ def test_labels_take_the_image_units(viewer_widget, qtbot) -> None:
     labels = viewer.layers["cal labels"]
     assert tuple(str(u) for u in labels.units) == tuple(str(u) for u in viewer.layers["cal"].units)
     assert tuple(labels.scale) == (0.5, 0.5)
+
+
+def test_the_form_keeps_the_cards_seed_and_waist_settings(qtbot) -> None:
+    """Threshold and min size come from the form; the card's other settings (the bundled model's
+    waist cutting) must reach the engine too, or the widget would segment worse than the CLI."""
+    from napari_unet._widgets._params import SegmentParams
+    from napari_unet.models.model_file import Model
+    from napari_unet.models.unet import UNet, UNetConfig
+
+    card = {"postprocess": {"threshold": 0.6, "seed_threshold": 0.45, "min_size": 30, "split_depth": 1.0}}
+    model = Model(UNet(UNetConfig(base=4, depth=1)), card)
+    form = SegmentParams(["plane"])
+    form.apply_card(card)
+    form.threshold.native.setValue(0.7)
+    params = form.postprocess_params(model)
+    assert (params.threshold, params.min_size) == (0.7, 30)
+    assert (params.seed_threshold, params.split_depth) == (0.45, 1.0)

@@ -8,6 +8,7 @@ call ``setValue`` on them still work.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
@@ -15,6 +16,7 @@ from qtpy.QtWidgets import QFormLayout, QLabel
 
 from napari_unet.engine.config import PredictConfig
 from napari_unet.engine.postprocess import PostprocessParams
+from napari_unet.engine.setup import default_params
 
 from ._finetune_request import TrainingParams
 
@@ -126,15 +128,12 @@ class SegmentParams:
         self.min_size.native.setValue(int(post.get("min_size", defaults.min_size)))
 
     def postprocess_params(self, model: Model) -> PostprocessParams:
-        """The form's threshold and min size; the seed settings come from the model card."""
+        """The form's threshold and min size; the rest (seeds, waist cutting) from the model card."""
 
-        d = PostprocessParams()
-        post = model.card.get("postprocess") or {}
-        return PostprocessParams(
+        return replace(
+            default_params(model),
             threshold=float(self.threshold.native.value()),
-            seed_threshold=float(post.get("seed_threshold", d.seed_threshold)),
             min_size=int(self.min_size.native.value()),
-            min_seed_size=int(post.get("min_seed_size", d.min_seed_size)),
         )
 
     def predict_config(self) -> PredictConfig:

@@ -278,6 +278,7 @@ def segment(
     accurate: bool = _field_default(PredictConfig, "accurate"),
     seed_threshold: float = _field_default(PostprocessParams, "seed_threshold"),
     min_seed_size: int = _field_default(PostprocessParams, "min_seed_size"),
+    split_depth: float | None = None,
     config: PredictConfig | None = None,
     params: PostprocessParams | None = None,
 ) -> np.ndarray:
@@ -329,6 +330,10 @@ def segment(
         Interior probability that makes a seed; overrides ``params.seed_threshold``.
     min_seed_size : int, default 4
         Smallest seed in pixels; overrides ``params.min_seed_size``.
+    split_depth : float, optional
+        Cut 2D seeds at waists this many px narrower than the cores either side (touching
+        nuclei whose interiors meet); 0 turns it off; None keeps ``params.split_depth`` (the
+        model card's: 1.0 for the bundled model).
     config : PredictConfig, optional
         All the run settings at once; the keywords above override its fields.
     params : PostprocessParams, optional
@@ -379,6 +384,8 @@ def segment(
         pp_kw["threshold"] = float(threshold)
     if min_size is not None:
         pp_kw["min_size"] = int(min_size)
+    if split_depth is not None:
+        pp_kw["split_depth"] = float(split_depth)
     config = replace(config, device=device, **cfg_kw)
     params = replace(params, **pp_kw)
     return drain(iter_segment(image, model, axes, channel, params, config))

@@ -362,9 +362,16 @@ def documentation(model: Model, bundled_card_text: str | None) -> str:
         "",
         "The instance step is not part of the network. napari-unet does it with a seeded watershed: "
         f"foreground = interior + boundary > {post.get('threshold', 0.5)}; seeds = connected regions of "
-        f"interior > {post.get('seed_threshold', 0.5)} (at least {post.get('min_seed_size', 4)} px); each "
-        "seed grows over its foreground region by a watershed on the interior probability; objects below "
-        f"{post.get('min_size', 15)} px are dropped. The parameters are in `config.napari_unet.postprocess`.",
+        f"interior > {post.get('seed_threshold', 0.5)} (at least {post.get('min_seed_size', 4)} px)"
+        + (
+            f", each cut where it narrows by {post['split_depth']} px or more between two wider cores "
+            "(h-maxima of its smoothed distance map)"
+            if post.get("split_depth")
+            else ""
+        )
+        + "; each seed grows over its foreground region by a watershed on the interior probability; "
+        f"objects below {post.get('min_size', 15)} px are dropped. "
+        "The parameters are in `config.napari_unet.postprocess`.",
         "",
         "## Use it elsewhere",
         "",

@@ -111,6 +111,9 @@ def _card_problem(card: dict[str, Any]) -> str | None:
         value = post.get(key, 0)
         if not (number(value) and float(value).is_integer() and value >= 0):
             return f"card postprocess {key} must be an integer >= 0, not {value!r}"
+    depth = post.get("split_depth", 0.0)
+    if not (number(depth) and 0 <= depth < math.inf):
+        return f"card postprocess split_depth must be a number >= 0, not {depth!r}"
     for key in ("object_diameter", "working_zoom"):
         if key in card and not (number(card[key]) and card[key] > 0):
             return f"card {key} must be a positive number, not {card[key]!r}"

@@ -1,7 +1,7 @@
 """Post-processing fitted to a fine-tuned model on the user's held-back annotation.
 
-The instance step (foreground threshold, seed threshold) comes with the parent's card, chosen
-for the parent's nuclei. A model fine-tuned on another kind of object can learn a good
+The instance step (foreground threshold, seed threshold, waist cutting) comes with the parent's
+card, chosen for the parent's nuclei. A model fine-tuned on another kind of object can learn a good
 foreground and still yield no objects when its interior probabilities stay under the parent's
 seed threshold (large, low-contrast cells). The held-back part of the annotation is exactly a
 validation set: the thresholds that give it the best object F1 are taken, but only when it holds
@@ -48,7 +48,7 @@ class Calibration:
 def calibrate_postprocess(
     model: Model, held: Sequence[HeldOut], cfg: TrainConfig, device: torch.device
 ) -> Calibration | None:
-    """Best (threshold, seed threshold) on ``held`` for ``model``; None when nothing is held back."""
+    """Best (threshold, seed threshold, split depth) on ``held``; None when nothing is held back."""
     if not held:
         return None
     pcfg = PredictConfig(device=device.type, tile=1024, overlap=32, amp=cfg.amp)
@@ -69,11 +69,14 @@ def calibrate_postprocess(
 
     base = f1(parent)
     best, best_f1 = parent, base
-    for threshold in THRESHOLDS:
-        for seed in SEED_THRESHOLDS:
-            params = replace(parent, threshold=threshold, seed_threshold=seed)
-            score = f1(params)
-            if score > best_f1 + 1e-9:
-                best, best_f1 = params, score
+    # the parent's waist cutting (nuclei) is tried off too: cells with lobes or dents have waists
+    depths = (parent.split_depth, 0.0) if parent.split_depth > 0 else (0.0,)
+    for depth in depths:
+        for threshold in THRESHOLDS:
+            for seed in SEED_THRESHOLDS:
+                params = replace(parent, threshold=threshold, seed_threshold=seed, split_depth=depth)
+                score = f1(params)
+                if score > best_f1 + 1e-9:
+                    best, best_f1 = params, score
     adopted = objects >= MIN_OBJECTS and best_f1 >= base + MIN_GAIN
     return Calibration(best if adopted else parent, base, best_f1, objects, adopted)
