@@ -2,6 +2,8 @@
 
     python benchmarks/bench_proofread.py [--data ../shared/data/dsb2018-train] [--model nuclei]
         [--limit N] [--max-clicks 30] [--threads 2]
+    python benchmarks/bench_proofread.py --dev phase|em [--dev-data ../shared/data]
+        [--train 2] [--test 4] [--steps 300]
 
 On the DSB held-out experiments (``scripts/train_bundled.py``'s validation split: whole
 experiments the bundled model never saw), each image is segmented with the defaults, then a
@@ -19,6 +21,11 @@ order, each object painted exactly as the truth in one stroke (an optimistic bru
 F1@0.5 and the mean IoU of matched objects after 0 / 5 / 10 / 20 actions per image, the
 actions needed to reach F1 0.95, the IoU of each ``add`` and ``split`` to its true objects,
 and the cost of one click (plan + apply, probabilities kept).
+
+``--dev``: a modality the bundled model never saw (``phase`` = usiigaci-phase-dev, ``em`` =
+isbi2012-em-dev; not in the repository): the public ``finetune`` (defaults, ``--steps`` steps,
+seed 0) trains on the first ``--train`` images, then the same users proofread the next
+``--test`` images segmented with the fine-tuned model. "nuclei" in the output reads "objects".
 """
 
 from __future__ import annotations
@@ -42,10 +49,15 @@ from napari_unet.engine.predict import segment
 from napari_unet.engine.setup import prepare
 from napari_unet.models.registry import load_model
 from napari_unet.proofread import ProofreadError, Session
+from napari_unet.training.finetune import finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from train_bundled import load_dsb  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_finetune_real import DATASETS  # noqa: E402
+from bench_finetune_real import load as load_dev  # noqa: E402
 
 BUDGETS = (0, 5, 10, 20)
 TARGET_F1 = 0.95
@@ -224,17 +236,49 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--max-clicks", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dev", choices=["phase", "em"], default=None, help="fine-tune on a dev set first")
+    ap.add_argument("--dev-data", default=str(ROOT.parent / "shared" / "data"), help="folder of the dev sets")
+    ap.add_argument("--train", type=int, default=2, help="--dev: images fine-tuned on")
+    ap.add_argument("--test", type=int, default=4, help="--dev: images proofread")
+    ap.add_argument("--steps", type=int, default=300, help="--dev: fine-tuning steps")
     args = ap.parse_args(argv)
-    if not Path(args.data, "index.csv").is_file():
-        print(f"skipped: no DSB data at {args.data} (give --data)")
-        return 0
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    _, val = load_dsb(Path(args.data))
-    val = val[: args.limit] if args.limit else val
+    if args.dev:
+        folder = Path(args.dev_data, DATASETS[args.dev][0])
+        if not folder.is_dir():
+            print(f"skipped: no {folder.name} at {folder.parent} (give --dev-data)")
+            return 0
+        data = load_dev(folder, None)
+        train, val = data[: args.train], data[args.train : args.train + args.test]
+        t0 = time.perf_counter()
+        model = finetune(
+            model,
+            [img for _, img, _ in train],
+            [lab for _, _, lab in train],
+            axes="YX",
+            device="cpu",
+            seed=0,
+            steps=args.steps,
+            time_budget=None,
+        )
+        metrics = model.card.get("metrics", {})
+        start = model.card.get("finetune", {}).get("start", "the parent")
+        print(
+            f"fine-tuned on {[n for n, *_ in train]} ({args.dev}, {args.steps} steps, "
+            f"{time.perf_counter() - t0:.0f} s, start: {start}); "
+            f"held-back F1 {metrics.get('heldout_f1_before')} -> {metrics.get('heldout_f1_after')}"
+        )
+    elif not Path(args.data, "index.csv").is_file():
+        print(f"skipped: no DSB data at {args.data} (give --data)")
+        return 0
+    else:
+        _, val = load_dsb(Path(args.data))
+        val = val[: args.limit] if args.limit else val
     print(
-        f"model {model.name}; {len(val)} held-out images; {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+        f"model {model.name}; {len(val)} {'test' if args.dev else 'held-out'} images; "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
     )
     stats: dict[str, list] = {
         k: []

@@ -3,6 +3,8 @@ reaches every engine (``diameter=`` overrides it; ``estimate_size=False`` turns 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -83,6 +85,24 @@ def test_a_blank_or_objectless_plane_gives_no_estimate(bundled) -> None:
     est = estimate_size(bundled, np.full((1, 300, 300), 7, np.uint16), default_params(bundled))
     assert est.diameter is None and est.applied is None
     assert "not estimated" in est.describe() and "model's scale kept" in est.describe()
+
+
+def test_the_probes_do_not_cut_waists(bundled, monkeypatch) -> None:
+    """The estimate's objects are the post-processing's without the waist cut, whatever the card
+    says: large textured nuclei probed too large have waists, and their pieces would pass for
+    objects of the trained size."""
+    depths = []
+    real = object_size.instances
+
+    def spy(probs, params, *args, **kwargs):
+        depths.append(params.split_depth)
+        return real(probs, params, *args, **kwargs)
+
+    monkeypatch.setattr(object_size, "instances", spy)
+    s = _nuclei(12.0, seed=4)
+    params = replace(default_params(bundled), split_depth=1.0)
+    assert estimate_size(bundled, s.image[None], params).diameter is not None
+    assert depths and set(depths) == {0.0}
 
 
 def test_the_probe_windows_are_small(bundled, monkeypatch) -> None:

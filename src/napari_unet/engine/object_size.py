@@ -253,6 +253,9 @@ def estimate_size(
     own = zoom_factor(model, None) or 1.0  # the scale the engine runs at without a diameter
     to_median = trained / reference_diameter(model)
     config = replace(config, accurate=False)  # probes need no test-time augmentation
+    # nor the waist cut of merged seeds: probed too large, textured nuclei have waists, and their
+    # pieces would pass for objects of the trained size (the false fixed point above)
+    params = replace(params, split_depth=0.0)
 
     def target(implied: float) -> float:
         """Where to look next: the model's own scale when the objects would not be rescaled."""
