@@ -96,6 +96,28 @@ def test_add_refuses_an_unbounded_region():
         s.add((150, 150))
 
 
+def test_add_takes_an_object_as_large_as_the_planes_largest():
+    """Cells and EM profiles span 100x in area: a missed large one is not refused when the plane
+    already holds one as large (a bound from the median diameter alone refused them), and the
+    same region is still refused in a plane of small objects only."""
+    shape = (200, 200)
+    truth = np.zeros(shape, np.uint16)
+    for i, c in enumerate([(20, 20), (20, 50), (50, 20), (180, 180), (180, 150)], start=1):
+        rr, cc = disk(c, 8, shape=shape)
+        truth[rr, cc] = i
+    rr, cc = disk((100, 60), 40, shape=shape)
+    truth[rr, cc] = 6  # large and missed
+    labels = truth.copy()
+    labels[labels == 6] = 0
+    with pytest.raises(ProofreadError, match="no bounded object"):
+        session_with(labels, truth).add((100, 60))
+    rr, cc = disk((100, 155), 38, shape=shape)
+    truth[rr, cc] = 7  # a large object the segmentation has
+    labels[rr, cc] = 7
+    out = session_with(labels, truth).add((100, 60))
+    assert iou(out == 8, truth == 6) >= 0.9
+
+
 def test_split_at_two_true_centres_of_a_merged_pair():
     truth = truth_2d()
     labels = truth.copy()

@@ -59,8 +59,12 @@ ACCEPT_AREA = 0.35
 CLICK_TOLERANCE = 0.2
 # The window searched around a click, in typical diameters each side (objects up to ~4x typical).
 WINDOW_DIAMETERS = 2.5
-# An added object is at most the area of a disc this many typical diameters across.
+# An added object is at most the area of a disc this many typical diameters across, or as large as
+# the largest object already in the plane, times LARGEST_FACTOR: cells and EM profiles span 100x
+# in area, and a typical-diameter bound alone refused every large one (4 of 23 EM profiles
+# re-added at their centres; benchmarks/bench_proofread.py --dev em).
 MAX_AREA_DIAMETERS = 2.5
+LARGEST_FACTOR = 1.25
 # Split floods from the points with a compact watershed (compactness = SPLIT_COMPACTNESS / diameter,
 # so a flood pays about this much probability per typical diameter travelled): a plain watershed
 # lets one point's flood take a neighbour whose point sits on higher ground (median IoU of the
@@ -175,8 +179,9 @@ def add_object(
     region the click claims has a plausible size (``ACCEPT_AREA`` of a typical object or more):
     a missed object is one the net saw below its cut, some barely. Refuses
     (:class:`ProofreadError`) on an existing object, where the model sees background, and where
-    the supported region is not bounded (larger than ``MAX_AREA_DIAMETERS`` typical diameters
-    across) or too small to be an object.
+    the supported region is not bounded (larger than both a disc ``MAX_AREA_DIAMETERS`` typical
+    diameters across and ``LARGEST_FACTOR`` x the plane's largest object) or too small to be an
+    object.
     """
     y, x = plane_point(labels, point)
     if labels[y, x] != 0:
@@ -184,7 +189,12 @@ def add_object(
             f"object {int(labels[y, x])} is already at ({y}, {x}): delete or split it instead"
         )
     d = max(float(diameter), 4.0)
-    box = _window(labels.shape, (y, x), max(16, math.ceil(WINDOW_DIAMETERS * d)))
+    sizes = np.bincount(labels.ravel())
+    largest = LARGEST_FACTOR * float(sizes[1:].max()) if sizes.size > 1 else 0.0
+    max_area = max(math.pi / 4 * (MAX_AREA_DIAMETERS * d) ** 2, largest)
+    # the window holds a disc of max_area around the click (WINDOW_DIAMETERS typical diameters at least)
+    reach = max(WINDOW_DIAMETERS * d, math.sqrt(max_area / math.pi) * 2)
+    box = _window(labels.shape, (y, x), max(16, math.ceil(reach)))
     lab = labels[box]
     fg = evidence.foreground[box]
     interior = evidence.interior[box]
@@ -205,7 +215,6 @@ def add_object(
         )
     click = (int(iy + near[0].start), int(ix + near[1].start))
     typical = math.pi / 4 * d**2
-    max_area = math.pi / 4 * (MAX_AREA_DIAMETERS * d) ** 2
     min_area = max(4, params.min_size // 2)
     best: np.ndarray | None = None
     spread = 0
@@ -225,7 +234,7 @@ def add_object(
         if spread:
             raise ProofreadError(
                 f"no bounded object at ({y}, {x}): the supported region spreads over {spread} px or more "
-                f"(an object of ~{d:.0f} px is at most {max_area:.0f} px); paint it instead"
+                f"(objects here, ~{d:.0f} px across, are at most {max_area:.0f} px); paint it instead"
             )
         raise ProofreadError(
             f"too little support at ({y}, {x}) for an object of {min_area} px; paint it instead"
