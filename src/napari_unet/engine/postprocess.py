@@ -14,9 +14,10 @@ interior bridges their seeds through z; eroding them first keeps touching nuclei
 In 2D, ``split_depth`` (off by default, on in the bundled model's card) also cuts a seed where
 its shape narrows between two wider cores: the most common error of the 3-class net is two
 touching nuclei whose interiors meet (no boundary predicted between them), and such a merged
-interior has a waist. The cores are the h-maxima of the seed's smoothed distance map: a core
-counts when the waist is at least ``split_depth`` px narrower than it (scripts/choose_postprocess.py
-chose the value on the tuning images; merges were 70 % of the missed nuclei there).
+interior has a waist (merges were 70 % of the missed nuclei on the training script's tuning
+images). The cores are the h-maxima of the seed's smoothed distance map: a core counts when the
+waist is at least ``split_depth`` px narrower than it. The bundled card's 1.0 px is the grid
+choice of ``benchmarks/eval_model.py --grid --cross-validate`` on the held-out experiments.
 """
 
 from __future__ import annotations
