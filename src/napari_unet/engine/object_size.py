@@ -128,10 +128,19 @@ def _window(shape: tuple[int, int], zoom: float, px: int) -> tuple[slice, slice]
     return out[0], out[1]
 
 
-def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
-    """Equivalent diameters (px: the disc of the same area) of the objects of ``labels``, by id."""
+def object_areas(labels: np.ndarray) -> np.ndarray:
+    """Pixel counts of the objects of ``labels``, by id (ids with no pixel left out)."""
     areas = np.bincount(np.asarray(labels).ravel().astype(np.int64))[1:]
-    return 2.0 * np.sqrt(areas[areas > 0] / np.pi)
+    return areas[areas > 0]
+
+
+def equivalent_diameters(labels: np.ndarray, areas: np.ndarray | None = None) -> np.ndarray:
+    """Equivalent diameters (px: the disc of the same area) of the objects of ``labels``, by id.
+
+    ``areas``: :func:`object_areas` of ``labels`` when the caller has them (one pass, not two).
+    """
+    areas = object_areas(labels) if areas is None else areas
+    return 2.0 * np.sqrt(areas / np.pi)
 
 
 def _diameters(labels: np.ndarray, touching_edge: tuple[bool, bool, bool, bool]) -> np.ndarray:

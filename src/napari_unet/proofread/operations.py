@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from napari_unet.engine.object_size import object_areas
 from napari_unet.engine.postprocess import PostprocessParams
 from napari_unet.proofread.edits import Edit, ProofreadError
 
@@ -172,6 +173,7 @@ def add_object(
     new_id: int,
     diameter: float,
     params: PostprocessParams = PostprocessParams(),
+    largest_area: float | None = None,
 ) -> Edit:
     """A new object ``new_id`` where the probabilities support one around ``point`` (a 2D plane).
 
@@ -181,7 +183,8 @@ def add_object(
     (:class:`ProofreadError`) on an existing object, where the model sees background, and where
     the supported region is not bounded (larger than both a disc ``MAX_AREA_DIAMETERS`` typical
     diameters across and ``LARGEST_FACTOR`` x the plane's largest object) or too small to be an
-    object.
+    object. ``largest_area``: that object's pixels when the caller has counted them (None: counted
+    here).
     """
     y, x = plane_point(labels, point)
     if labels[y, x] != 0:
@@ -189,9 +192,9 @@ def add_object(
             f"object {int(labels[y, x])} is already at ({y}, {x}): delete or split it instead"
         )
     d = max(float(diameter), 4.0)
-    sizes = np.bincount(labels.ravel())
-    largest = LARGEST_FACTOR * float(sizes[1:].max()) if sizes.size > 1 else 0.0
-    max_area = max(math.pi / 4 * (MAX_AREA_DIAMETERS * d) ** 2, largest)
+    if largest_area is None:
+        largest_area = float(object_areas(labels).max(initial=0))
+    max_area = max(math.pi / 4 * (MAX_AREA_DIAMETERS * d) ** 2, LARGEST_FACTOR * largest_area)
     # the window holds a disc of max_area around the click (WINDOW_DIAMETERS typical diameters at least)
     reach = max(WINDOW_DIAMETERS * d, math.sqrt(max_area / math.pi) * 2)
     box = _window(labels.shape, (y, x), max(16, math.ceil(reach)))

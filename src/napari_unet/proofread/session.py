@@ -29,7 +29,7 @@ import numpy as np
 from napari_unet.common.axes import output_axes, validate_axes
 from napari_unet.common.generators import drain
 from napari_unet.engine.config import PredictConfig, Progress
-from napari_unet.engine.object_size import equivalent_diameters
+from napari_unet.engine.object_size import equivalent_diameters, object_areas
 from napari_unet.engine.plane_probabilities import iter_plane_probabilities, object_diameter_px
 from napari_unet.engine.postprocess import PostprocessParams
 from napari_unet.engine.setup import SegmentJob, default_params, prepare
@@ -210,9 +210,12 @@ class Session:
         self._evidence.clear()
         self._job = None
 
-    def diameter(self, lead: Lead) -> float:
-        """The typical object diameter (px): from the plane's own objects, else the model's scale."""
-        diameters = equivalent_diameters(self._plane(lead))
+    def diameter(self, lead: Lead, areas: np.ndarray | None = None) -> float:
+        """The typical object diameter (px): from the plane's own objects, else the model's scale.
+
+        ``areas``: :func:`object_areas` of the plane when the caller has counted them.
+        """
+        diameters = equivalent_diameters(self._plane(lead), areas)
         if diameters.size >= MIN_OBJECTS_FOR_SIZE:
             return float(np.median(diameters))
         return object_diameter_px(self._prepared())
@@ -245,8 +248,16 @@ class Session:
     def plan_add(self, point: Sequence[float]) -> Edit:
         """The edit that :meth:`add` would make."""
         lead, yx = self.split_point(point)
+        plane = self._plane(lead)
+        areas = object_areas(plane)  # one pass for the typical size and the largest object
         edit = add_object(
-            self._plane(lead), self.evidence(lead), yx, self._next_id(), self.diameter(lead), self.params
+            plane,
+            self.evidence(lead),
+            yx,
+            self._next_id(),
+            self.diameter(lead, areas),
+            self.params,
+            largest_area=float(areas.max(initial=0)),
         )
         return self._embed(lead, edit)
 
