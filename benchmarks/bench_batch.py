@@ -26,24 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from host import cpu_name, load_avg
+
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical cores, Python {platform.python_version()}"
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
+    return f"{cpu_name()}, {os.cpu_count()} logical cores, Python {platform.python_version()}"
 
 
 def _report(name: str, results: list, seconds: float, extra: str = "") -> float:
@@ -76,7 +63,7 @@ def main() -> None:
 
     print(f"machine: {_machine()}")
     print(f"torch {torch.__version__}, default torch threads {torch.get_num_threads()}")
-    print(f"load average before: {_load()}")
+    print(f"load average before: {load_avg()}")
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         root = Path(tmp)
         src = root / "in"
@@ -140,7 +127,7 @@ def main() -> None:
             print(f"  {name:<42} {max(values):6.2f} files/s")
         names = list(rates)
         print(f"cluster / in-process (default threads): {max(rates[names[2]]) / max(rates[names[0]]):.2f}x")
-    print(f"load average after: {_load()}")
+    print(f"load average after: {load_avg()}")
 
 
 if __name__ == "__main__":

@@ -34,12 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
+from host import load_avg as load
 
 
 def rss_mb() -> float:

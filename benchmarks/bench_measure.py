@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -38,39 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-
-def load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def rss_mb() -> float:
-    """This process's own peak RSS in MB: ``VmHWM`` of its memory map.
-
-    Not ``ru_maxrss``: Linux carries the parent's peak into a child across fork/exec, so a
-    subprocess started by this (large) script would report the script's peak as its own.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+from host import cpu_name
+from host import load_avg as load
+from host import peak_rss_mb as rss_mb
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, load {load()}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, load {load()}"
 
 
 # --------------------------------------------------------------------------- (a) one image

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from host import cpu_name, load_avg
 from napari_unet.engine import inference, normalize, predict, setup
 from napari_unet.engine.config import PredictConfig
 from napari_unet.engine.devices import cpu_has_native_bf16
@@ -40,24 +40,6 @@ from napari_unet.models.registry import bundled_model_path
 from napari_unet.models.unet import UNet, UNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_avg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
