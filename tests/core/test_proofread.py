@@ -7,6 +7,8 @@ the bundled model compute them from a synthetic image, as a user's session does.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -59,6 +61,62 @@ def test_add_recovers_a_missed_object_without_touching_its_neighbours():
     assert iou(out == new, truth == 2) >= 0.9
     others = labels > 0
     assert np.array_equal(out[others], labels[others])  # existing objects are never overwritten
+
+
+def faint_session(labels: np.ndarray, truth: np.ndarray, faint: int) -> Session:
+    """A session whose model saw object ``faint`` below its seed cut (interior ~0.4): Segment missed it."""
+    probs = probs_from(truth)
+    weak = ndi.gaussian_filter((truth == faint).astype(np.float32), 0.7) * 0.55
+    probs[1:] *= 1 - weak
+    probs[0] = 1 - probs[1:].sum(0)
+    return Session((truth > 0).astype(np.float32), labels, axes="YX", probabilities=probs)
+
+
+def bled(truth: np.ndarray, into: int, by: int, width: int) -> np.ndarray:
+    """Labels in which object ``by`` grew over the nearest ``width`` columns of a missed ``into``."""
+    labels = truth.copy()
+    labels[labels == into] = 0
+    cols = np.nonzero((truth == into).any(0))[0]
+    rim = (truth == into) & (np.arange(truth.shape[1]) < cols[0] + width)
+    labels[rim] = by
+    return labels
+
+
+def test_add_takes_back_the_rim_a_neighbour_bled_over_but_not_its_interior():
+    truth = truth_2d()
+    labels = bled(truth, into=2, by=1, width=8)  # object 1 covers a third of the missed object 2
+    before_iou = iou(labels == 1, truth == 1)
+    s = faint_session(labels, truth, faint=2)
+    out = s.add(CENTRES[2])
+    new, *trimmed = s.history[-1].ids
+    assert trimmed == [1]
+    assert iou(out == new, truth == 2) >= 0.9
+    assert iou(out == 1, truth == 1) >= 0.9 > before_iou
+    core_1 = (truth == 1) & ~find_boundaries(truth, mode="inner")
+    assert (out[core_1] == 1).all()  # an object keeps its interior
+    assert np.array_equal(out[labels > 2], labels[labels > 2])  # objects not touching are left alone
+    s.undo()
+    assert np.array_equal(s.labels, labels)  # one step back, the rim included
+
+
+def test_add_never_trims_an_object_the_user_made_or_more_than_half_of_one():
+    truth = truth_2d()
+    labels = bled(truth, into=2, by=1, width=8)
+    labels[labels == 1] = 0
+    s = faint_session(labels, truth, faint=2)
+    s.add(CENTRES[1])  # the user re-made object 1 (with the rim it bled over)
+    made = s.history[-1].ids[0]
+    shaped = s.labels == made
+    s.add(CENTRES[2])
+    assert np.array_equal(s.labels == made, shaped)
+    assert s.history[-1].ids[1:] == ()
+    # a neighbour the missed object would take most of is a merge to split: it stays whole
+    greedy = bled(truth, into=2, by=1, width=2 * RADIUS - 3)
+    greedy[(greedy == 1) & (np.arange(truth.shape[1]) < CENTRES[1][1])] = 0  # half of 1, most of 2
+    g = faint_session(greedy, truth, faint=2)
+    with contextlib.suppress(ProofreadError):  # what is left may be too small to add
+        g.add((CENTRES[2][0], CENTRES[2][1] + RADIUS - 1))
+    assert np.array_equal(g.labels == 1, greedy == 1)
 
 
 def test_add_a_little_off_centre_and_on_the_rim_still_finds_the_object():

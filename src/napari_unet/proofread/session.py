@@ -258,8 +258,13 @@ class Session:
             self.diameter(lead, areas),
             self.params,
             largest_area=float(areas.max(initial=0)),
+            protected=self.edited_ids(),
         )
         return self._embed(lead, edit)
+
+    def edited_ids(self) -> frozenset[int]:
+        """Ids the session's edits made or changed: an add never trims them (the user shaped them)."""
+        return frozenset(i for edit in self.history for i in edit.ids)
 
     def plan_split(self, points: Sequence[Sequence[float]]) -> Edit:
         """The edit that :meth:`split` would make (all points on one plane)."""
