@@ -16,7 +16,9 @@ scripted user who sees the truth fixes the errors with the cheapest click tool
 - a predicted object lying mostly on true background -> ``delete`` (1 click).
 
 Splits first (most objects fixed per click), then adds, then deletes; a refused click still
-counts and that target is not tried again. The brush user fixes the same errors in the same
+counts and that target is not tried again. An edit that lowers F1 (a split whose parts both miss
+their nuclei, an add that swallows a rim) is undone at once, as a user who sees it would: Ctrl+Z
+counts as one more action. The brush user fixes the same errors in the same
 order, each object painted exactly as the truth in one stroke (an optimistic brush). Prints
 F1@0.5 and the mean IoU of matched objects after 0 / 5 / 10 / 20 actions per image, the
 actions needed to reach F1 0.95, the IoU of each ``add`` and ``split`` to its true objects,
@@ -166,6 +168,11 @@ def click_user(image, truth, labels, model, max_clicks, stats) -> Trace:
             stats["refused"].append(f"{kind}: {exc}")
         stats["click_ms"].append((time.perf_counter() - t0) * 1000)
         trace.record(clicks, truth, s.labels)
+        if len(trace.f1) > 1 and trace.f1[-1] < trace.f1[-2] and clicks < max_clicks:
+            s.undo()  # the user sees the edit made things worse: Ctrl+Z, one more action
+            clicks += 1
+            stats["undone"].append(kind)
+            trace.record(clicks, truth, s.labels)
     return trace
 
 
@@ -288,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             "click_ms",
             "probabilities_s",
             "refused",
+            "undone",
             "readd_iou",
             "segment_iou",
         )
@@ -335,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in stats["refused"]:
         kinds[r.split(":")[0]] = kinds.get(r.split(":")[0], 0) + 1
     print(f"refused clicks: {kinds or 'none'}")
+    undone = {k: stats["undone"].count(k) for k in sorted(set(stats["undone"]))}
+    print(f"edits undone because F1 fell (one more action each): {undone or 'none'}")
     for r in stats["refused"][:5]:
         print(f"  e.g. {r}")
     return 0

@@ -1,7 +1,7 @@
 """Accuracy of a model: F1 at IoU 0.5 on the DSB held-out experiments and on the synthetic samples.
 
     python benchmarks/eval_model.py [--model nuclei] [--data ../shared/data/dsb2018-train] [--grid]
-        [--cross-validate] [--threads N]
+        [--cross-validate] [--accurate] [--threads N]
 
 DSB: the validation split of ``scripts/train_bundled.py`` (whole experiments never trained on),
 segmented through the public ``segment`` API with the model card's post-processing; ``--grid``
@@ -72,52 +72,69 @@ def eval_synthetic(model) -> None:
         )
 
 
-def leave_one_experiment_out(probs, val) -> None:
+def experiment(lab: np.ndarray) -> str:
+    """The experiment (size group) an image belongs to, e.g. "512x640"."""
+    return f"{lab.shape[0]}x{lab.shape[1]}"
+
+
+def grid_matches(probs, val) -> dict[PostprocessParams, list[Matching]]:
+    """Each post-processing grid point's matching on each image (probabilities at the model's scale)."""
+    return {
+        pp: [match(lab, instances_from_classes(p, pp)) for p, (_, _, lab) in zip(probs, val, strict=True)]
+        for pp in postprocess_grid()
+    }
+
+
+def fold_choices(cache: dict[PostprocessParams, list[Matching]], val) -> dict[str, PostprocessParams]:
+    """For each held-out experiment, the grid point with the best F1 on the *other* experiments."""
+    keys = [experiment(lab) for _, _, lab in val]
+
+    def pooled_f1(point: PostprocessParams, group: str) -> float:
+        return sum((m for k, m in zip(keys, cache[point], strict=True) if k != group), Matching(0, 0, 0)).f1
+
+    return {g: max(cache, key=lambda pt, g=g: pooled_f1(pt, g)) for g in sorted(set(keys))}
+
+
+def leave_one_experiment_out(probs, val) -> dict[PostprocessParams, list[Matching]]:
     """Post-processing chosen on the other held-out experiments, scored on each one in turn.
 
     The card's defaults were chosen on all four held-out experiments, so their F1 there is
     optimistic; here no experiment's score comes from parameters chosen on it (cross-validation by
     experiment), which is the honest figure for "defaults chosen on a split not reported".
     """
-    groups = sorted({f"{lab.shape[0]}x{lab.shape[1]}" for _, _, lab in val})
-    grid = postprocess_grid()
-    cache = {
-        pp: [match(lab, instances_from_classes(p, pp)) for p, (_, _, lab) in zip(probs, val, strict=True)]
-        for pp in grid
-    }
-    keys = [f"{lab.shape[0]}x{lab.shape[1]}" for _, _, lab in val]
+    cache = grid_matches(probs, val)
+    keys = [experiment(lab) for _, _, lab in val]
     total = Matching(0, 0, 0)
-
-    def pooled(point: PostprocessParams, group: str, inside: bool) -> Matching:
-        m = Matching(0, 0, 0)
-        for k, mm in zip(keys, cache[point], strict=True):
-            if (k == group) == inside:
-                m = m + mm
-        return m
-
-    for g in groups:
-        chosen = max(grid, key=lambda pt, g=g: pooled(pt, g, inside=False).f1)
-        m = pooled(chosen, g, inside=True)
+    for g, chosen in fold_choices(cache, val).items():
+        m = sum((mm for k, mm in zip(keys, cache[chosen], strict=True) if k == g), Matching(0, 0, 0))
         total = total + m
         print(f"  {g}: parameters chosen on the other experiments {chosen}: {scores(m)}")
     print(f"  leave-one-experiment-out: {scores(total)}")
     return cache
 
 
-def eval_dsb(model, data: Path, grid: bool, cross: bool = False) -> None:
+def heldout_probabilities(model, val, accurate: bool = False) -> list[np.ndarray]:
+    """The model's probabilities of each held-out image at its native size (the model's scale)."""
+    config = PredictConfig(accurate=accurate)
+    return [
+        drain(iter_probabilities(model, normalize(img, *model.normalization)[None], config))
+        for _, img, _ in val
+    ]
+
+
+def eval_dsb(model, data: Path, grid: bool, cross: bool = False, accurate: bool = False) -> None:
     _, val = load_dsb(data)
     groups = ", ".join(f"{h}x{w}" for h, w in sorted(VAL_GROUPS))
-    print(f"DSB validation: {len(val)} images of held-out experiments ({groups})")
+    mode = " (accurate mode: mirror images averaged)" if accurate else ""
+    print(f"DSB validation: {len(val)} images of held-out experiments ({groups}){mode}")
     params = default_params(model)
-    probs = []
     total, per_group = Matching(0, 0, 0), {}
     t = time.perf_counter()
-    for _, img, lab in val:
-        p = drain(iter_probabilities(model, normalize(img, *model.normalization)[None], PredictConfig()))
-        probs.append(p)
+    probs = heldout_probabilities(model, val, accurate)
+    for p, (_, _, lab) in zip(probs, val, strict=True):
         m = match(lab, instances_from_classes(p, params))
         total = total + m
-        key = f"{lab.shape[0]}x{lab.shape[1]}"
+        key = experiment(lab)
         per_group[key] = per_group.get(key, Matching(0, 0, 0)) + m
     dt = time.perf_counter() - t
     by_group = ", ".join(f"{k} {v.f1:.3f}" for k, v in sorted(per_group.items()))
@@ -129,10 +146,7 @@ def eval_dsb(model, data: Path, grid: bool, cross: bool = False) -> None:
     if not grid:
         return
     if cache is None:
-        cache = {
-            pp: [match(lab, instances_from_classes(p, pp)) for p, (_, _, lab) in zip(probs, val, strict=True)]
-            for pp in postprocess_grid()
-        }
+        cache = grid_matches(probs, val)
     rows = sorted(cache.items(), key=lambda kv: -sum(kv[1], Matching(0, 0, 0)).f1)
     for pp, ms in rows[:5]:
         print(f"  grid: {pp}: {scores(sum(ms, Matching(0, 0, 0)))}")
@@ -149,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="post-processing chosen on the other held-out experiments, scored on each (honest)",
     )
+    ap.add_argument("--accurate", action="store_true", help="DSB with test-time augmentation (flips)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     if args.threads:
@@ -161,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     eval_synthetic(model)
     if Path(args.data, "index.csv").is_file():
-        eval_dsb(model, Path(args.data), args.grid, args.cross_validate)
+        eval_dsb(model, Path(args.data), args.grid, args.cross_validate, args.accurate)
     else:
         print(f"DSB: skipped, no data folder at {args.data} (give --data or NAPARI_UNET_DSB)")
     return 0

@@ -198,6 +198,23 @@ def test_segment_2d_writes_labels_with_the_image_scale(viewer_widget, qtbot) -> 
     assert "objects" in widget.status_label.text()
 
 
+def test_a_new_labels_layers_tool_overlays_are_built_when_their_mode_is_chosen(viewer_widget, qtbot) -> None:
+    viewer, widget = viewer_widget
+    viewer.add_image(_blobs((64, 64)), name="cells")
+    _run(qtbot, widget)
+    layer = viewer.layers["cells labels"]
+    visuals = viewer.window._qt_viewer.canvas._layer_overlay_to_visual.get(layer, {})
+    polygon, brush = layer._overlays["polygon"], layer._overlays["brush_stroke"]
+    assert polygon not in visuals and brush not in visuals, "no overlay visual until it is used"
+    layer.mode = "polygon"
+    assert polygon.visible and polygon.enabled and polygon in visuals
+    assert visuals[polygon]._on_mouse_press in layer.mouse_drag_callbacks
+    layer.mode = "paint"
+    assert brush.visible and brush in visuals and not polygon.enabled
+    layer.mode = "pan_zoom"
+    assert polygon.visible and brush.visible, "built once, kept"
+
+
 def test_diameter_spin_sets_the_predict_config(viewer_widget, qtbot) -> None:
     viewer, widget = viewer_widget
     assert widget.diameter_spin.value() == 0 and widget.params.predict_config().diameter is None

@@ -8,6 +8,7 @@ which uses it to tell a user's edit from Segment's own write.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ class LabelsWriter:
             full = _plan.merge_result(None, labels, plan)
             same_as_result = full is labels
             name = self._new_name(job)
-            target = self.viewer.add_labels(full, name=name, **job.layer_geometry())
+            target = self._add_labels(full, name, job)
             if kept is not None:
                 _notify.info(
                     f"'{kept}' was edited or not written by napari-unet; "
@@ -110,11 +111,19 @@ class LabelsWriter:
     def _add_lazy_labels(self, job: SegmentJob, result: JobResult) -> str:
         """A new Labels layer backed by the zarr store (never merged into an existing layer:
         comparing it with one would read the whole stack)."""
-        layer = self.viewer.add_labels(result.labels, name=self._new_name(job), **job.layer_geometry())
+        layer = self._add_labels(result.labels, self._new_name(job), job)
         self._target_for[job.image_id] = layer.unique_id
         if job.store is not None:
             self._stores[layer.unique_id] = job.store
         return layer.name
+
+    def _add_labels(self, data: Any, name: str, job: SegmentJob) -> Labels:
+        """A new Labels layer in the viewer, as ``viewer.add_labels`` makes it, but with its
+        tool overlays built only when first used (see :func:`_build_overlays_when_enabled`)."""
+        layer = Labels(data, name=name, **job.layer_geometry())
+        _build_overlays_when_enabled(layer)
+        self.viewer.add_layer(layer)
+        return layer
 
     def _record(self, layer: Any, plan: _plan.Plan, result: JobResult, same_as_result: bool) -> _plan.Written:
         """Add what the layer holds now to the record used to recognise user edits.
@@ -129,3 +138,22 @@ class LabelsWriter:
         if before is None or len(before) < len(_plan.plane_indices(data.shape)):
             return _plan.remember(before, _plan.fingerprint(data))  # a new layer: every plane
         return _plan.remember(before, _plan.fingerprint(data, _plan.plane_indices(data.shape, plan.target)))
+
+
+def _build_overlays_when_enabled(layer: Labels) -> None:
+    """Hide the layer's idle tool overlays (polygon, brush stroke) until its mode enables them.
+
+    napari builds a vispy visual for every visible overlay of a layer when the layer is added,
+    on the GUI thread: the polygon overlay alone took ~50 ms a layer, plus ~50 ms the first time
+    in a session (vispy's dash patterns), about half of the window's freeze when a first result
+    arrived (``benchmarks/profile_add_labels.py``). A hidden overlay's visual is built when it is
+    shown, which happens here as the user picks the mode that uses it (polygon or paint)."""
+    for overlay in getattr(layer, "_overlays", {}).values():
+        if overlay.visible and getattr(overlay, "enabled", None) is False:
+            overlay.visible = False
+            overlay.events.enabled.connect(partial(_show_if_enabled, overlay))
+
+
+def _show_if_enabled(overlay: Any, event: Any = None) -> None:
+    if overlay.enabled:
+        overlay.visible = True
