@@ -12,6 +12,7 @@ import torch
 from napari_unet.common.generators import drain
 from napari_unet.engine import object_size
 from napari_unet.engine.config import PredictConfig
+from napari_unet.engine.metrics import match
 from napari_unet.engine.object_size import SizeEstimate, estimate_size
 from napari_unet.engine.postprocess import PostprocessParams
 from napari_unet.engine.predict import iter_segment, segment
@@ -220,3 +221,25 @@ def test_a_fine_tuned_card_is_compared_in_the_statistic_the_probes_measure(monke
     del card["typical_diameter"]
     est = estimate_size(Model(model.net, card), np.zeros((1, 64, 64), np.float32), PostprocessParams())
     assert est.applied == pytest.approx(50.0), "without it the median is the reference"
+
+
+def test_postprocess_sizes_follow_the_zoom() -> None:
+    params = PostprocessParams(min_size=30, min_seed_size=4, split_depth=1.0)
+    assert params.for_zoom(None) is params
+    small = params.for_zoom(2.0)  # an image enlarged 2x for the net: its objects are small
+    assert (small.min_size, small.min_seed_size, small.split_depth) == (8, 1, 0.5)
+    large = params.for_zoom(0.5)
+    assert (large.min_size, large.min_seed_size, large.split_depth) == (120, 16, 2.0)
+    assert PostprocessParams(min_size=0).for_zoom(3.0).min_size == 0  # off stays off
+
+
+def test_small_nuclei_are_kept_when_the_image_is_enlarged_for_them(bundled, monkeypatch) -> None:
+    """Nuclei ~8 px across (area ~50 px) enlarged ~2.5x for the net: a minimum size of 80 px at
+    the model's scale is ~13 px here, so they survive; read as 80 image px it drops most."""
+    s = _nuclei(4.5, seed=2)
+    params = replace(default_params(bundled), min_size=80)
+    diameter = _median_diameter(s.labels)
+    f1 = match(s.labels, segment(s.image, bundled, axes="YX", params=params, diameter=diameter)).f1
+    monkeypatch.setattr(PostprocessParams, "for_zoom", lambda self, zoom: self)  # sizes as image px
+    f1_image_px = match(s.labels, segment(s.image, bundled, axes="YX", params=params, diameter=diameter)).f1
+    assert f1 > 0.6 and f1 > f1_image_px + 0.3, (f1, f1_image_px)

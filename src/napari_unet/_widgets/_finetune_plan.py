@@ -219,7 +219,7 @@ class PlanePreview:
         probs = drain(iter_probabilities(model, x, PredictConfig(device=device)))
         if zoom is not None:
             probs = unzoom(probs[:, None], (y1 - y0, x1 - x0))[:, 0]
-        labels = instances(probs, default_params(model))
+        labels = instances(probs, default_params(model).for_zoom(zoom))
         return PreviewResult(plane, (y0, y1, x0, x1), labels, time.perf_counter() - t0)
 
 

@@ -90,7 +90,8 @@ class SegmentParams:
             label="min size",
             min=0,
             max=10_000_000,
-            tooltip="Objects smaller than this (pixels, voxels in 3D) are dropped",
+            tooltip="Objects smaller than this (pixels, voxels in 3D) are dropped. Counted at the "
+            "model's scale: when the image is rescaled for the nucleus size, so is this",
         )
         self.diameter = float_box(
             "nucleus diameter (px)",

@@ -61,7 +61,8 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
         type=non_negative_int,
         default=None,
         metavar="N",
-        help="drop objects smaller than N pixels/voxels (default: the model's)",
+        help="drop objects smaller than N pixels/voxels at the model's scale (converted when the "
+        "image is rescaled for the object size; default: the model's)",
     )
     seg.add_argument(
         "--diameter",

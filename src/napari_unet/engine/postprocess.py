@@ -23,7 +23,7 @@ choice of ``benchmarks/eval_model.py --grid --cross-validate`` on the held-out e
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -74,6 +74,28 @@ class PostprocessParams:
             raise ValueError(f"split_depth must be a number, not {depth!r}")
         if not 0.0 <= float(depth) < math.inf:
             raise ValueError(f"split_depth must be 0 (off) or a positive number of pixels, not {depth}")
+
+    def for_zoom(self, zoom: float | None) -> PostprocessParams:
+        """These parameters for an image the engine zoomed by ``zoom`` (Y/X) for the net.
+
+        The sizes (``min_size``, ``min_seed_size``, ``split_depth``) are in pixels of the
+        model's working scale, where its objects have the card's diameter and where the card
+        chose them; the instances are found at the image's own scale, so areas are divided by
+        zoom**2 and lengths by zoom (an image enlarged for the net has small objects, whose
+        debris and waists are small too). Without a zoom, the two scales are one.
+        """
+        if zoom is None:
+            return self
+
+        def area(value: int) -> int:
+            return 0 if value == 0 else max(1, round(value / zoom**2))
+
+        return replace(
+            self,
+            min_size=area(self.min_size),
+            min_seed_size=area(self.min_seed_size),
+            split_depth=float(self.split_depth) / zoom,
+        )
 
 
 def _label_dtype(n: int) -> np.dtype:

@@ -298,7 +298,10 @@ def segment(
     threshold : float, optional
         Foreground probability cut; None keeps ``params.threshold`` (the model card's).
     min_size : int, optional
-        Smallest object in pixels (voxels in 3D); None keeps ``params.min_size``.
+        Smallest object in pixels (voxels in 3D) at the model's working scale, which is the
+        image's own unless the image is rescaled for the object size (then the size is
+        converted, as are the card's: ``PostprocessParams.for_zoom``); None keeps
+        ``params.min_size``.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``; overrides ``config.device``.
     tile : int, default 512

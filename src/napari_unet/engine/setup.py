@@ -116,6 +116,8 @@ class SegmentJob:
 
     ``image`` is the array as the engine reads it (numpy, or dask for lazy input) and
     ``canonical`` a (T, Z, C, Y, X) view of it; ``channels`` the channels fed to the net;
+    ``params`` the post-processing at the image's own scale (the card's sizes are at the
+    model's: :meth:`~napari_unet.engine.postprocess.PostprocessParams.for_zoom`);
     ``zoom`` the Y/X factor of the object scale (None: none); ``volume`` the post-processing
     options of a z-stack (see :func:`napari_unet.engine.object_scale.volume_options`);
     ``size`` the object-size estimate when one was made (``config.diameter`` then holds the
@@ -244,6 +246,7 @@ def prepare(
         if size.applied is not None:
             config = replace(config, diameter=size.applied)
     zoom = zoom_factor(model, config.diameter)
+    params = params.for_zoom(zoom)  # sizes are at the model's scale; instances are found at the image's
     return SegmentJob(
         model, arr, axes, can, chans, params, config, runner, zoom, volume_options(model, config), size
     )
