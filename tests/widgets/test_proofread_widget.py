@@ -129,5 +129,6 @@ def test_the_session_uses_the_settings_segment_last_ran_the_image_with(setup, qt
     w.toggle_button.setChecked(False)
     w.toggle_button.setChecked(True)
     qtbot.waitUntil(lambda: not w.busy, timeout=20000)
-    assert w.session.params == params
+    # Segment's thresholds, its sizes read at the image's scale (nuclei of 25 px for a 20 px model)
+    assert w.session.params == params.for_zoom(20.0 / 25.0)
     assert w.session.config is config

@@ -164,11 +164,11 @@ class Session:
 
     @property
     def params(self) -> PostprocessParams:
-        """The post-processing thresholds the tools start from."""
+        """The post-processing thresholds the tools start from (sizes at the image's scale)."""
+        if self._job is not None:
+            return self._job.params  # the given ones, their sizes converted with the job's zoom
         if self._params is not None:
             return self._params
-        if self._job is not None:
-            return self._job.params
         if isinstance(self._model, Model):
             return default_params(self._model)
         return PostprocessParams()
