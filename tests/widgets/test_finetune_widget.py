@@ -115,6 +115,7 @@ def test_result_advice_tells_the_truth() -> None:
         return {"metrics": {"heldout_f1_before": before, "heldout_f1_after": after}, "finetune": ft}
 
     assert finetune_advice(card(0.5, 0.75)) is None
+    assert "already found most" in finetune_advice(card(0.96, 1.0))  # a good parent can get worse elsewhere
     assert "no gain" in finetune_advice(card(0.0, 0.01))
     assert "did not beat the starting model" in finetune_advice(card(0.3, 0.3, best_step=0))
     assert "still weak" in finetune_advice(card(0.0, 0.3))
