@@ -248,7 +248,9 @@ def estimate_object_size(
     True
     """
     job = prepare(image, model, axes, channel, None, PredictConfig(device=device, estimate_size=False))
-    return estimate_size(job.model, size_plane(job.canonical, job.channels), job.params, job.config)
+    # the probes take the card's sizes at the model's scale, as in prepare (job.params are the image's)
+    params = default_params(job.model)
+    return estimate_size(job.model, size_plane(job.canonical, job.channels), params, job.config)
 
 
 def _field_default(cls: type, name: str) -> Any:
