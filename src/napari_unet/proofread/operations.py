@@ -175,10 +175,10 @@ def _grow_from_click(
         return np.zeros(fg.shape, bool)
     comps, _ = ndi.label(support)
     comp = comps == comps[cy, cx]
+    seeds = (interior >= seed_low) & comp & free
     markers = np.zeros(fg.shape, np.int32)
-    markers[(interior >= seed_low) & comp & free] = 2  # other seeds: whoever they are, not the click
-    markers[core & comp] = 2
-    own, _ = ndi.label((interior >= seed_low) & comp & free)
+    markers[seeds | (core & comp)] = 2  # other seeds and the objects' cores: whoever, not the click
+    own, _ = ndi.label(seeds)
     if own[cy, cx]:
         markers[own == own[cy, cx]] = 1
     else:  # the click is its own seed
@@ -299,10 +299,11 @@ def add_object(
     after = before.copy()
     after[best[sub]] = new_id
     region_box = tuple(slice(b.start + s.start, b.start + s.stop) for b, s in zip(box, sub, strict=True))
-    trimmed = np.unique(before[best[sub] & (before > 0)]).tolist()
+    taken_px = best[sub] & (before > 0)
+    trimmed = np.unique(before[taken_px]).tolist()
     message = f"added object {new_id} ({area} px"
     if trimmed:
-        taken = int(np.count_nonzero(best[sub] & (before > 0)))
+        taken = int(np.count_nonzero(taken_px))
         message += f", {taken} of them from object{'s' * (len(trimmed) > 1)} {', '.join(map(str, trimmed))}"
     ids = (int(new_id), *(int(i) for i in trimmed))
     return Edit(region_box, before.copy(), after, ids, message + ")")
