@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     for zoom in (float(z) for z in args.zooms.split(",")):
         rows: dict[str, dict[str, object]] = {}
         for _, img0, lab0 in val:
-            group = f"{lab0.shape[0]}x{lab0.shape[1]}"
+            group = experiment(lab0)
             img, lab = zoomed(img0, lab0, zoom)
             truth = median_diameter(lab)
             r = rows.setdefault(
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             r["n"] += 1
             t0 = time.perf_counter()
-            params = folds.get(experiment(lab0))  # None: the card's
+            params = folds.get(group)  # None: the card's
             own = segment(img, model=model, axes="YX", estimate_size=False, params=params)
             t1 = time.perf_counter()
             auto, size = segment_reporting_size(img, model, params)
