@@ -20,6 +20,9 @@ Variants:
 * ``scratch``, ``scratch+scale``: the same recipe from random weights (BatchNorm learning).
 * ``diam=D``: the working scale brings objects to ``D`` px instead of the parent's diameter.
 * ``key=value``: any other :class:`TrainConfig` field, e.g. ``scale+freeze_batchnorm=0+lr=3e-3``.
+* ``free``: no short run for a strong start (a parent that already finds most held-back objects
+  otherwise trains ``finetune.STRONG_START_STEPS`` at most, pulled towards its weights), so
+  ``--steps`` is what runs.
 
 Besides object F1 and the pixel IoU of the labels it prints ``fg IoU``: the pixel IoU of the
 net's own foreground (P(background) < 0.5), which separates "the net did not learn" from "the
@@ -53,6 +56,7 @@ from napari_unet.engine.predict import segment
 from napari_unet.models.model_file import Model
 from napari_unet.models.registry import load_model
 from napari_unet.models.unet import UNet
+from napari_unet.training import finetune as ft
 from napari_unet.training import working_scale as ws
 from napari_unet.training.annotations import samples_from_arrays
 from napari_unet.training.card import median_object_diameter
@@ -121,12 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median object diameter {diam:.1f} px; working-scale zoom {zoom:.3f}")
     f1, iou, fg = score(parent, test, None)
     print(f"{'parent, no training':28s} F1 {f1:.3f}  IoU {iou:.3f}  fg IoU {fg:.3f}")
+    strong_steps, strong_anchor = ft.STRONG_START_STEPS, ft.STRONG_START_ANCHOR
     for variant in args.variants.split(","):
         tokens = variant.split("+")
         scaled = "scale" in tokens
         target = next((float(t[5:]) for t in tokens if t.startswith("diam=")), None)
         ws.trained_diameter = (lambda _m, d=target: d) if target else trained_diameter
         overrides = dict(_override(t) for t in tokens if "=" in t and not t.startswith("diam="))
+        ft.STRONG_START_STEPS = 10**9 if "free" in tokens else strong_steps
+        ft.STRONG_START_ANCHOR = 0.0 if "free" in tokens else strong_anchor
         cfg = replace(
             FINETUNE_DEFAULTS,
             steps=args.steps,
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         if "scratch" in variant:
             torch.manual_seed(args.seed)
             start = Model(UNet(parent.config), dict(parent.card))
-            cfg = replace(cfg, freeze_batchnorm=False, **overrides)
+            cfg = replace(cfg, freeze_batchnorm=False, anchor_decay=0.0, **overrides)
         t0 = time.perf_counter()
         gen = iter_finetune(start, native, cfg, device="cpu")
         losses = []

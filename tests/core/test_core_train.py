@@ -109,6 +109,24 @@ def test_a_few_steps_lower_the_loss() -> None:
     assert not model.net.training, "the net is left in eval mode"
 
 
+def _drift(anchor_decay: float) -> float:
+    """How far 20 steps move the weights from where they started (L2 over all parameters)."""
+    torch.manual_seed(0)
+    model = Model(UNet(UNetConfig(base=4, depth=2)))
+    start = [p.detach().clone() for p in model.net.parameters()]
+    cfg = tiny_cfg(steps=20, anchor_decay=anchor_decay)
+    for _ in iter_train(model, synthetic_samples(), cfg, device="cpu"):
+        pass
+    gaps = [((p.detach() - s) ** 2).sum() for p, s in zip(model.net.parameters(), start, strict=True)]
+    return float(sum(gaps) ** 0.5)
+
+
+def test_anchor_decay_keeps_the_weights_near_their_start() -> None:
+    free, held = _drift(0.0), _drift(100.0)
+    assert free > 0.05, "the weights move without the anchor"
+    assert held < 0.5 * free, (free, held)
+
+
 def test_stop_predicate_is_honoured() -> None:
     model = Model(UNet(UNetConfig(base=4, depth=1)))
     seen = []

@@ -256,3 +256,32 @@ def test_card_records_the_size_of_the_objects_it_learnt() -> None:
     assert median_object_diameter([few]) is None  # too few objects to say: keep the parent's
     masked = Sample(sample.image, lab, mask=np.zeros((128, 128), bool))
     assert median_object_diameter([masked]) is None  # nothing reviewed, nothing measured
+
+
+def test_a_strong_start_trains_a_short_run_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A parent that already finds most held-back objects trains STRONG_START_STEPS at most."""
+    monkeypatch.setattr(finetuning, "STRONG_START_STEPS", 5)
+    monkeypatch.setattr(finetuning, "evaluate_heldout", lambda *a: HeldOutScore(0.5, 0.95, 12))
+    steps, tuned = drain(iter_finetune(tiny(), samples(), cfg(steps=20), device="cpu"))
+    assert steps[-1].step == 5
+    assert tuned.card["finetune"]["anchor_decay"] == finetuning.STRONG_START_ANCHOR > 0
+    assert "5 steps at most" in tuned.card["finetune"]["start"]
+    assert "0.95" in tuned.card["finetune"]["start"]
+
+
+def test_a_weak_or_thin_start_trains_the_full_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(finetuning, "STRONG_START_STEPS", 5)
+    for score in (HeldOutScore(0.5, 0.6, 12), HeldOutScore(0.5, 1.0, 3)):  # weak; too few objects
+        monkeypatch.setattr(finetuning, "evaluate_heldout", lambda *a, s=score: s)
+        steps, tuned = drain(iter_finetune(tiny(), samples(), cfg(steps=8), device="cpu"))
+        assert steps[-1].step == 8
+        assert "start" not in tuned.card["finetune"]
+        assert tuned.card["finetune"]["anchor_decay"] == 0.0
+
+
+def test_strong_start_rule() -> None:
+    assert finetuning.strong_start(HeldOutScore(0.1, 0.9, 10), scratch=False)
+    assert not finetuning.strong_start(HeldOutScore(0.1, 0.89, 50), scratch=False)
+    assert not finetuning.strong_start(HeldOutScore(0.1, 1.0, 9), scratch=False)  # too few to judge
+    assert not finetuning.strong_start(HeldOutScore(0.1, 1.0, 50), scratch=True)  # random weights
+    assert not finetuning.strong_start(None, scratch=False)  # nothing held back

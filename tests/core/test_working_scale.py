@@ -270,6 +270,7 @@ def test_a_scratch_start_trains_random_weights_and_says_so(nuclei_parent) -> Non
     )
     tuned = drain(iter_finetune(nuclei_parent, samples, run, device="cpu", holdout=0.0))
     assert tuned.card["finetune"]["start"] == "random weights (asked)"
+    assert tuned.card["finetune"]["anchor_decay"] == 0.0, "random weights are no anchor"
     first = next(iter(nuclei_parent.net.state_dict()))
     new, old = tuned.net.state_dict()[first], nuclei_parent.net.state_dict()[first]
     assert (new - old).norm() > 0.5 * old.norm(), "two small steps from the parent stay near it"

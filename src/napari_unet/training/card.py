@@ -125,6 +125,7 @@ def finetuned_card(
         "seconds": round(seconds, 1),
         "stopped_early": stopped,
         "lr": cfg.lr,
+        "anchor_decay": cfg.anchor_decay,
         "crop": cfg.crop,
         "batch_size": cfg.batch_size,
         "device": str(device),

@@ -24,7 +24,7 @@ from napari_unet.models.model_file import Model
 from napari_unet.models.registry import load_model
 from napari_unet.training.annotations import samples_from_arrays
 from napari_unet.training.calibrate import MIN_OBJECTS, calibrate_postprocess
-from napari_unet.training.card import FITTED, finetuned_card, working_card
+from napari_unet.training.card import FITTED, STRONG_START, finetuned_card, working_card
 from napari_unet.training.holdout import HeldOutScore, evaluate_heldout, split_holdout
 from napari_unet.training.loop import TrainConfig, TrainStep, iter_train
 from napari_unet.training.sample import NoAnnotationError, Sample
@@ -39,11 +39,14 @@ __all__ = [
     "FINETUNE_DEFAULTS",
     "MIN_SCRATCH_STEPS",
     "SCRATCH_BELOW_F1",
+    "STRONG_START_ANCHOR",
+    "STRONG_START_STEPS",
     "FinetuneStep",
     "finetune",
     "iter_finetune",
     "planned_steps",
     "start_from_scratch",
+    "strong_start",
 ]
 
 # Fine-tuning defaults, chosen for "two corrected images, two minutes on a laptop CPU", on any
@@ -74,6 +77,9 @@ __all__ = [
 #   random weights (seed 0; seed 1: 0.30 against 0.29), ~550 steps 0.65 against 0.72;
 #   ~50-80 steps (30-60 s) 0.22-0.27 against 0.05-0.08. EM, where the nuclei
 #   model finds some profiles (held-out F1 0.36): 0.76 from it against 0.73 from random weights.
+# * A parent that already finds most of the user's held-back objects (strong_start) trains a
+#   short run held near its own weights (STRONG_START_STEPS, STRONG_START_ANCHOR); any other
+#   run trains freely (see the constants).
 # * The instance thresholds are fitted on the held-back annotation when it holds enough objects
 #   and the gain is clear (calibrate.py): a net that learnt large cells well can still leave
 #   their interior under the parent's seed threshold.
@@ -95,6 +101,19 @@ FINETUNE_DEFAULTS = TrainConfig(
 SCRATCH_BELOW_F1 = 0.1  # a parent under this held-out F1 finds (next to) none of the user's objects
 MIN_SCRATCH_STEPS = 200  # random weights need this many updates to overtake a mismatched parent
 STEP_PER_FORWARD = 3.0  # a training step costs ~3 forward passes of its batch (measured 2.7-3.0)
+# A parent that already finds STRONG_START of the held-back objects (MIN_OBJECTS of them at least)
+# has little to learn from a few images, and what it learns late is drift that the held-back part
+# of the same images cannot see: it trains STRONG_START_STEPS at most, each step pulling the weights
+# back towards the parent's by lr x STRONG_START_ANCHOR of the gap (TrainConfig.anchor_decay).
+# Bundled model on the DSB 512x640 experiment (2 images trained, 4 others scored, parent F1 0.857,
+# held-back 0.96; probe_finetune_scale.py): free, 150 steps 0.883, 300 0.869, 600 0.837 / 0.843 /
+# 0.791 (three seeds), 1500 0.813; with the pull (decay 10), 600 steps 0.866 / 0.893 / 0.865,
+# 1500 0.810 (decay 3: 0.789 / 0.854; 30: 0.829; 100: 0.790). The default 120 s run, free
+# (~900 steps): 0.805 / 0.754; now 0.866 / 0.854. Not for weaker parents: on EM (parent 0.433)
+# the pull kept F1 (0.776 / 0.757 against 0.724 / 0.804 free, 120 s) and cost pixel IoU
+# (0.849 / 0.824 against 0.875 / 0.876).
+STRONG_START_STEPS = 600
+STRONG_START_ANCHOR = 10.0
 
 
 def planned_steps(config: TrainConfig, forward_seconds: float | None) -> float:
@@ -128,6 +147,15 @@ def start_from_scratch(config: TrainConfig, before: HeldOutScore | None, steps: 
         raise ValueError(f"start must be 'parent', 'scratch' or 'auto', not {config.start!r}")
     finds_nothing = before is not None and before.objects >= MIN_OBJECTS and before.f1 < SCRATCH_BELOW_F1
     return finds_nothing and steps >= MIN_SCRATCH_STEPS
+
+
+def strong_start(before: HeldOutScore | None, scratch: bool) -> bool:
+    """True when the run starts from a parent that already finds most of the user's objects.
+
+    Such a run trains ``STRONG_START_STEPS`` at most, held near the parent's weights (see the
+    constants): ``before`` is the parent's score on the held-back part.
+    """
+    return not scratch and before is not None and before.objects >= MIN_OBJECTS and before.f1 >= STRONG_START
 
 
 def _check_length(config: TrainConfig) -> None:
@@ -246,9 +274,16 @@ def iter_finetune(
     scratch = start_from_scratch(config, before, planned_steps(config, forward_seconds))
     if scratch:
         _reinitialise(work.net, config.seed)
-        config = replace(config, freeze_batchnorm=False)  # no statistics to keep
+        config = replace(config, freeze_batchnorm=False, anchor_decay=0.0)  # nothing to keep
         if config.adapt_batchnorm:
             reestimate_batchnorm(work.net, train_samples, config, seed=config.seed)
+    short = strong_start(before, scratch)
+    if short:
+        config = replace(
+            config,
+            steps=min(config.steps or STRONG_START_STEPS, STRONG_START_STEPS),
+            anchor_decay=max(config.anchor_decay, STRONG_START_ANCHOR),
+        )
     every_s, every_steps = eval_every, None
     if every_s is None:
         if config.time_budget:
@@ -321,6 +356,11 @@ def iter_finetune(
     if scratch:
         why = "asked" if config.start == "scratch" else "the parent found none of your held-back objects"
         work.card["finetune"]["start"] = f"random weights ({why})"
+    if short and before is not None:
+        work.card["finetune"]["start"] = (
+            f"the parent's weights, kept close, {STRONG_START_STEPS} steps at most (it already found "
+            f"{before.f1:.2f} of your held-back objects)"
+        )
     if zoom != 1.0 or config.adapt_batchnorm:
         work.card["finetune"]["working_zoom"] = round(zoom, 4)
         work.card["finetune"]["batchnorm"] = "re-estimated" if config.adapt_batchnorm else "parent's"

@@ -60,6 +60,10 @@ class TrainConfig:
     adapt_batchnorm: bool = False  # re-estimate BatchNorm statistics on the new images first
     calibrate_postprocess: bool = False  # fit the instance thresholds on the held-back annotation
     start: str = "parent"  # "parent", "scratch" (random weights) or "auto" (finetune.start_from_scratch)
+    # each step pulls every weight towards its value at the start by lr * anchor_decay of the gap
+    # (decoupled L2-SP, Li et al. 2018), so a fine-tune on a few images cannot drift far from the
+    # parent; 0 = off. Like AdamW's decay, decoupled from Adam's gradient normalisation.
+    anchor_decay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,8 @@ def iter_train(
             if isinstance(m, nn.BatchNorm2d):
                 m.eval()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for p in net.parameters() if p.requires_grad]
+    anchors = [p.detach().clone() for p in params] if cfg.anchor_decay > 0 else []
     rng = np.random.default_rng(cfg.seed)
     weights = np.array([s.weight * s.annotated_pixels for s in samples], np.float64)
     probs = weights / weights.sum()
@@ -168,6 +174,11 @@ def iter_train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if anchors:
+                pull = min(1.0, lr * cfg.anchor_decay)
+                with torch.no_grad():
+                    for p, a in zip(params, anchors, strict=True):
+                        p.lerp_(a, pull)
             step += 1
             elapsed = time.perf_counter() - start
             yield TrainStep(step, float(loss.detach()), lr, elapsed, step / elapsed)
