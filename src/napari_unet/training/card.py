@@ -149,7 +149,9 @@ WEAK_F1 = 0.5  # below this held-out F1 a fine-tuned model is called still weak
 # A parent that already finds this share of the held-back objects has little to learn from a few
 # images and can lose elsewhere: the bundled model at 0.96 on 13 held-back nuclei of two DSB
 # images went 0.86 -> 0.75-0.83 on four other images of the experiment after ~900 steps, while
-# its held-back F1 read 1.00 (benchmarks/README.md, bench_finetune_real.py).
+# its held-back F1 read 1.00 (benchmarks/README.md, bench_finetune_real.py). Such a start now
+# trains a short run held near the parent (finetune.strong_start: 0.85-0.87 there), and the advice
+# to compare both models on an image not trained on stays.
 STRONG_START = 0.9
 FITTED = "fitted on the held-back annotation"  # card["finetune"]["postprocess"]["thresholds"]
 
