@@ -161,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         f1, iou, fg = score(tuned, test, None)  # the card's working scale applies by itself
         tenth = max(1, len(losses) // 10)
         curve = " ".join(f"{np.mean(losses[i : i + tenth]):.3f}" for i in range(0, len(losses), tenth))
-        print(f"{variant:28s} F1 {f1:.3f}  IoU {iou:.3f}  fg IoU {fg:.3f}  {secs:.0f} s  loss: {curve}")
+        m = tuned.card.get("metrics") or {}
+        held = f"held-back F1 {m['heldout_f1_before']:.2f}->{m['heldout_f1_after']:.2f}, " if m else ""
+        print(
+            f"{variant:28s} F1 {f1:.3f}  IoU {iou:.3f}  fg IoU {fg:.3f}  {secs:.0f} s  "
+            f"{held}{len(losses)} steps  loss: {curve}"
+        )
         if "cal" in variant:
             print(f"{'':28s} thresholds: {tuned.card['finetune'].get('postprocess')}")
     return 0
