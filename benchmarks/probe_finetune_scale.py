@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     group = tuple(int(v) for v in args.group.lower().split("x")) if args.group else None
     data = [(name, img.astype(np.float32), lab) for name, img, lab in load(args.data, group)]
     train, test = data[: args.train], data[args.train : args.train + args.test]
+    if len(train) < args.train or not test:
+        need = f"not enough for {args.train} to train and one to score"
+        print(f"error: {len(data)} images: {need}", file=sys.stderr)
+        return 1
     parent = load_model()
     native = [s for _, img, lab in train for s in samples_from_arrays(img, lab, parent, axes="YX")]
     diam = median_object_diameter(native)
