@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         if "scratch" in variant:
             torch.manual_seed(args.seed)
             start = Model(UNet(parent.config), dict(parent.card))
-            cfg = replace(cfg, freeze_batchnorm=False, anchor_decay=0.0, **overrides)
+            cfg = replace(cfg, freeze_batchnorm=False, **overrides)
         t0 = time.perf_counter()
         gen = iter_finetune(start, native, cfg, device="cpu")
         losses = []
